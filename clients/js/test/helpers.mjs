@@ -1,0 +1,179 @@
+// Shared test helpers: run the real wsgate binary, mint tokens, call the server API.
+import { spawn } from "node:child_process";
+import { createHmac, randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const HERE = path.dirname(fileURLToPath(import.meta.url));
+export const JS_DIR = path.resolve(HERE, "..");
+export const REPO = path.resolve(JS_DIR, "../..");
+export const SECRET = "test-secret-" + randomBytes(6).toString("hex");
+export const API_KEY = "test-key-" + randomBytes(6).toString("hex");
+
+export function wsgateBin() {
+  const bin = path.resolve(JS_DIR, process.env.WSGATE_BIN || "../../target/debug/wsgate");
+  if (!existsSync(bin)) throw new Error(`wsgate binary not found at ${bin} (set WSGATE_BIN)`);
+  return bin;
+}
+
+const b64url = (buf) => Buffer.from(buf).toString("base64url");
+
+/** An HS256 JWT, minted with node's crypto only. */
+export function mintToken(sub, { secret = SECRET, ttl = 3600, claims = {} } = {}) {
+  const now = Math.floor(Date.now() / 1000);
+  const header = b64url(JSON.stringify({ alg: "HS256", typ: "JWT" }));
+  const payload = b64url(JSON.stringify({ sub: String(sub), iat: now, exp: now + ttl, ...claims }));
+  const sig = createHmac("sha256", secret).update(`${header}.${payload}`).digest("base64url");
+  return `${header}.${payload}.${sig}`;
+}
+
+export function uniqueUser(prefix = "u") {
+  return `${prefix}-${randomBytes(4).toString("hex")}`;
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Poll fn until it returns a truthy value (or a promise of one); throws after timeout. */
+export async function waitFor(fn, { timeout = 10000, interval = 50, what = "condition" } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last: ${last instanceof Error ? last.stack : JSON.stringify(last)}`);
+    await sleep(interval);
+  }
+}
+
+/**
+ * Start `wsgate serve` and resolve once it printed its listening line.
+ * port 0 picks a free one; a fixed port is retried while the old process's socket lingers.
+ */
+export async function startServer({ port = 0, args = [], attempts = 20 } = {}) {
+  let lastErr;
+  for (let i = 0; i < attempts; i++) {
+    try {
+      return await startOnce(port, args);
+    } catch (e) {
+      lastErr = e;
+      if (port === 0) break;
+      await sleep(250);
+    }
+  }
+  throw lastErr;
+}
+
+function startOnce(port, args) {
+  const bin = wsgateBin();
+  const argv = ["serve", "--listen", `127.0.0.1:${port}`, "--jwt-secret", SECRET, "--api-key", API_KEY, ...args];
+  const proc = spawn(bin, argv, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "warn" } });
+  let stderr = "";
+  proc.stderr.on("data", (d) => {
+    stderr += d;
+    if (stderr.length > 200000) stderr = stderr.slice(-100000);
+    if (process.env.WSGATE_TEST_VERBOSE) process.stderr.write(d);
+  });
+  return new Promise((resolve, reject) => {
+    let out = "";
+    const timer = setTimeout(() => {
+      proc.kill("SIGKILL");
+      reject(new Error(`wsgate did not print its listening line in 20s; stdout=${out} stderr=${stderr}`));
+    }, 20000);
+    proc.on("exit", (code, sig) => {
+      clearTimeout(timer);
+      reject(new Error(`wsgate exited early (code ${code}, signal ${sig}); stderr: ${stderr.slice(-2000)}`));
+    });
+    proc.stdout.on("data", (d) => {
+      out += d;
+      const m = out.match(/^wsgate listening on (https?):\/\/([^\s:]+):(\d+)\s*$/m);
+      if (!m) return;
+      clearTimeout(timer);
+      proc.removeAllListeners("exit");
+      const server = {
+        proc,
+        port: Number(m[3]),
+        httpUrl: `${m[1]}://${m[2]}:${m[3]}`,
+        wsUrl: `${m[1] === "https" ? "wss" : "ws"}://${m[2]}:${m[3]}`,
+        stdout: () => out,
+        stderr: () => stderr,
+        exited: new Promise((r) => proc.on("exit", (code, signal) => r({ code, signal }))),
+        async stop(signal = "SIGTERM") {
+          if (proc.exitCode !== null || proc.signalCode !== null) return { code: proc.exitCode, signal: proc.signalCode };
+          proc.kill(signal);
+          const t = setTimeout(() => proc.kill("SIGKILL"), 12000);
+          const r = await server.exited;
+          clearTimeout(t);
+          return r;
+        },
+      };
+      resolve(server);
+    });
+  });
+}
+
+/** Call the server API with the API key; resolves {status, body, headers}. */
+export async function api(server, method, p, body, { key = API_KEY } = {}) {
+  const res = await fetch(server.httpUrl + p, {
+    method,
+    headers: { authorization: `Bearer ${key}`, ...(body !== undefined ? { "content-type": "application/json" } : {}) },
+    body: body !== undefined ? JSON.stringify(body) : undefined,
+  });
+  const text = await res.text();
+  let parsed = text;
+  try {
+    parsed = text ? JSON.parse(text) : null;
+  } catch {}
+  return { status: res.status, body: parsed, headers: res.headers };
+}
+
+/**
+ * A TCP relay in front of the server whose live connections can be frozen: bytes stop flowing
+ * both ways but no FIN or RST is sent, as when a NAT or a mobile link drops a connection silently.
+ */
+export function freezableProxy(targetPort) {
+  const live = new Set();
+  const srv = net.createServer((client) => {
+    const upstream = net.connect(targetPort, "127.0.0.1");
+    const pair = { client, upstream, frozen: false };
+    live.add(pair);
+    client.on("data", (d) => {
+      if (!pair.frozen) upstream.write(d);
+    });
+    upstream.on("data", (d) => {
+      if (!pair.frozen) client.write(d);
+    });
+    const end = () => {
+      live.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on("error", end).on("close", end);
+    upstream.on("error", end).on("close", end);
+  });
+  return new Promise((resolve) => {
+    srv.listen(0, "127.0.0.1", () => {
+      resolve({
+        port: srv.address().port,
+        freezeAll() {
+          for (const p of live) p.frozen = true;
+        },
+        get count() {
+          return live.size;
+        },
+        close() {
+          for (const p of live) {
+            p.client.destroy();
+            p.upstream.destroy();
+          }
+          return new Promise((r) => srv.close(() => r()));
+        },
+      });
+    });
+  });
+}
