@@ -1,0 +1,389 @@
+//! Command line: one flat set of flags shared by every scenario, so a parent can
+//! re-exec itself as worker processes with the very same argv.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, ValueEnum};
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// N connections, handshake rate, RSS per connection, optional hold.
+    Connect,
+    /// N subscribers, M sequential broadcasts, delivery latency.
+    Fanout,
+    /// N subscribers, K publishes in flight for T seconds.
+    Throughput,
+    /// Closed-loop application pings on N connections.
+    Ping,
+    /// Connect, subscribe, receive one broadcast, disconnect; in a loop.
+    Churn,
+}
+
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Connect => "connect",
+            Scenario::Fanout => "fanout",
+            Scenario::Throughput => "throughput",
+            Scenario::Ping => "ping",
+            Scenario::Churn => "churn",
+        }
+    }
+}
+
+/// Load generator for wsgate and the peer servers that speak the bench protocol.
+/// Loopback targets only.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "wsgate-loadtest", version, about, long_about = None)]
+pub struct Cli {
+    /// Scenario to run.
+    #[arg(value_enum)]
+    pub scenario: Scenario,
+
+    /// Server base URL (http:// or ws://); must be localhost or in 127.0.0.0/8.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+
+    /// Label for the results (wsgate, uws, node-ws, rust-tokio, seed-python, ...).
+    #[arg(long, default_value = "wsgate", value_parser = parse_label)]
+    pub target: String,
+
+    /// HS256 secret used to mint one token per connection.
+    #[arg(long, default_value = "bench-secret")]
+    pub jwt_secret: String,
+
+    /// Bearer key for POST /api/v1/events.
+    #[arg(long, default_value = "bench-key")]
+    pub api_key: String,
+
+    /// Connections (connect/fanout/throughput/ping) or concurrent loops (churn).
+    #[arg(short = 'n', long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub connections: u64,
+
+    /// Broadcasts per payload size (fanout).
+    #[arg(short = 'm', long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub broadcasts: u64,
+
+    /// Payload sizes in bytes of the serialized `data` object, comma separated (fanout,
+    /// throughput, churn use the first).
+    #[arg(long, default_value = "100", value_parser = parse_payload, value_delimiter = ',')]
+    pub payload: Vec<usize>,
+
+    /// Publishes in flight (throughput).
+    #[arg(short = 'k', long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub in_flight: u64,
+
+    /// Measurement time (throughput, ping, churn).
+    #[arg(short = 'd', long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Stop churn after this many cycles in total (whichever of this and --duration comes first).
+    #[arg(long)]
+    pub cycles: Option<u64>,
+
+    /// Keep the connections open this long after connecting (connect), then report errors.
+    #[arg(long, value_parser = parse_duration)]
+    pub hold: Option<Duration>,
+
+    /// Handshakes in flight per generator process.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub concurrency: u64,
+
+    /// Server PID, to read VmRSS from /proc/PID/status.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+
+    /// Client source addresses (bind before connect): `A-B` range and/or comma list, in 127/8.
+    #[arg(long, default_value = "127.0.0.2-127.0.0.9", value_parser = parse_source_ips)]
+    pub source_ips: SourceIps,
+
+    /// Generator processes: re-exec this binary P times, splitting N, and merge results.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub procs: u64,
+
+    /// Global wall-clock limit; the tool exits (status 3) when it is reached.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// How long to wait for one broadcast to reach every subscriber (fanout), for a
+    /// pong (ping), or for the broadcast of a cycle (churn).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub op_timeout: Duration,
+
+    /// After the last publish, how long to wait for missing deliveries.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub drain: Duration,
+
+    /// Time between publishes in churn.
+    #[arg(long, default_value = "10ms", value_parser = parse_duration)]
+    pub publish_interval: Duration,
+
+    /// Idle connections send an application `ping` this often (the seed closes silent clients at 60 s).
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub app_ping_interval: Duration,
+
+    /// Write JSON lines here (appended) instead of stdout.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+
+    /// SVG latency plot (default: loadtest/results/SCENARIO-TARGET-UNIXTIME.svg).
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+
+    /// Do not write the SVG plot.
+    #[arg(long)]
+    pub no_plot: bool,
+
+    /// Internal: this process is worker I of --worker-count (talks JSON lines on stdin/stdout).
+    #[arg(long, hide = true)]
+    pub worker_index: Option<u64>,
+
+    /// Internal: number of workers.
+    #[arg(long, hide = true, default_value_t = 1)]
+    pub worker_count: u64,
+
+    /// Internal: run id, to keep user ids unique across runs and workers.
+    #[arg(long, hide = true)]
+    pub run_id: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceIps(pub Vec<Ipv4Addr>);
+
+fn parse_label(s: &str) -> Result<String, String> {
+    if !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    {
+        Ok(s.to_string())
+    } else {
+        Err("label: 1-64 characters of [A-Za-z0-9._-]".into())
+    }
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 500ms, 30s, 2m)"))
+}
+
+pub fn parse_payload(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("payload size `{s}` is not a number"))?;
+    if !(64..=16 * 1024 * 1024).contains(&n) {
+        return Err(format!("payload size {n} outside 64..=16777216 bytes"));
+    }
+    Ok(n)
+}
+
+pub fn parse_source_ips(s: &str) -> Result<SourceIps, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if let Some((a, b)) = part.split_once('-') {
+            let a: Ipv4Addr = a.trim().parse().map_err(|_| format!("bad address `{a}`"))?;
+            let b: Ipv4Addr = b.trim().parse().map_err(|_| format!("bad address `{b}`"))?;
+            let (ua, ub) = (u32::from(a), u32::from(b));
+            if ub < ua || ub - ua > 4096 {
+                return Err(format!(
+                    "bad range `{part}` (at most 4097 addresses, low-high)"
+                ));
+            }
+            out.extend((ua..=ub).map(Ipv4Addr::from));
+        } else {
+            out.push(part.parse().map_err(|_| format!("bad address `{part}`"))?);
+        }
+    }
+    if out.is_empty() {
+        return Err("no source address".into());
+    }
+    if let Some(bad) = out.iter().find(|ip| !ip.is_loopback()) {
+        return Err(format!("source address {bad} is not in 127.0.0.0/8"));
+    }
+    Ok(SourceIps(out))
+}
+
+/// Where the target lives, after the loopback check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub addr: SocketAddr,
+    /// `host:port` for Host headers.
+    pub host: String,
+}
+
+/// Parses `http://HOST:PORT` / `ws://HOST:PORT` (an optional trailing `/` allowed) and
+/// refuses anything but localhost and 127.0.0.0/8.
+pub fn parse_target(url: &str) -> Result<Target> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("ws://"))
+        .ok_or_else(|| anyhow!("--url must start with http:// or ws:// (got `{url}`)"))?;
+    let hostport = rest.trim_end_matches('/');
+    if hostport.contains('/') || hostport.contains('@') {
+        bail!("--url must be just scheme://host:port (got `{url}`)");
+    }
+    let (host, port) = hostport
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow!("--url needs an explicit port (got `{url}`)"))?;
+    let port: u16 = port
+        .parse()
+        .with_context(|| format!("bad port in --url `{url}`"))?;
+    let ip: IpAddr = if host.eq_ignore_ascii_case("localhost") {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        let h = host.trim_start_matches('[').trim_end_matches(']');
+        h.parse().map_err(|_| {
+            anyhow!("--url host must be localhost or a 127.x.y.z address (got `{host}`)")
+        })?
+    };
+    let IpAddr::V4(v4) = ip else {
+        bail!("--url: only IPv4 loopback targets are supported (got `{host}`)");
+    };
+    if !v4.is_loopback() {
+        bail!("refusing target {v4}: only 127.0.0.0/8 and localhost are allowed");
+    }
+    if port == 0 {
+        bail!("--url port must not be 0");
+    }
+    Ok(Target {
+        addr: SocketAddr::new(IpAddr::V4(v4), port),
+        host: format!("{v4}:{port}"),
+    })
+}
+
+impl Cli {
+    /// Cross-flag checks that clap cannot express.
+    pub fn validate(&self) -> Result<Target> {
+        let t = parse_target(&self.url)?;
+        if self.payload.is_empty() {
+            bail!("--payload needs at least one size");
+        }
+        if self.procs > self.connections {
+            bail!(
+                "--procs {} is more than --connections {}",
+                self.procs,
+                self.connections
+            );
+        }
+        Ok(t)
+    }
+}
+
+/// Worker `index`'s share of `n`: n/count, the first n%count workers one more.
+pub fn share(n: u64, index: u64, count: u64) -> u64 {
+    let count = count.max(1);
+    n / count + u64::from(index < n % count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("wsgate-loadtest").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let c = cli(&[
+            "fanout",
+            "-n",
+            "500",
+            "--payload",
+            "100,4096,65536",
+            "--procs",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(c.scenario, Scenario::Fanout);
+        assert_eq!(c.connections, 500);
+        assert_eq!(c.payload, vec![100, 4096, 65536]);
+        assert_eq!(c.procs, 2);
+        assert_eq!(c.source_ips.0.len(), 8);
+        assert_eq!(c.duration, Duration::from_secs(10));
+        let c = cli(&[
+            "connect",
+            "--hold",
+            "1m",
+            "--server-pid",
+            "42",
+            "--target",
+            "node-ws",
+        ])
+        .unwrap();
+        assert_eq!(c.hold, Some(Duration::from_secs(60)));
+        assert_eq!(c.server_pid, Some(42));
+        assert_eq!(c.target, "node-ws");
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        assert!(cli(&["nope"]).is_err());
+        assert!(cli(&["ping", "-n", "0"]).is_err());
+        assert!(cli(&["ping", "--payload", "10"]).is_err());
+        assert!(cli(&["ping", "--duration", "ten"]).is_err());
+        assert!(cli(&["ping", "--target", "a b"]).is_err());
+        assert!(cli(&["ping", "--source-ips", "10.0.0.1"]).is_err());
+        assert!(cli(&["ping", "--source-ips", "127.0.0.9-127.0.0.2"]).is_err());
+    }
+
+    #[test]
+    fn source_ip_ranges() {
+        let s = parse_source_ips("127.0.0.2-127.0.0.4,127.0.1.1").unwrap();
+        assert_eq!(
+            s.0,
+            vec![
+                Ipv4Addr::new(127, 0, 0, 2),
+                Ipv4Addr::new(127, 0, 0, 3),
+                Ipv4Addr::new(127, 0, 0, 4),
+                Ipv4Addr::new(127, 0, 1, 1)
+            ]
+        );
+        assert!(parse_source_ips("").is_err());
+        assert!(parse_source_ips("127.0.0.1-128.0.0.1").is_err());
+    }
+
+    #[test]
+    fn target_must_be_loopback() {
+        let t = parse_target("http://127.0.0.1:9001").unwrap();
+        assert_eq!(t.addr, "127.0.0.1:9001".parse().unwrap());
+        assert_eq!(t.host, "127.0.0.1:9001");
+        assert!(parse_target("ws://localhost:80/").is_ok());
+        assert!(parse_target("http://127.9.8.7:1").is_ok());
+        for bad in [
+            "http://10.0.0.1:80",
+            "http://192.168.1.1:80",
+            "http://8.8.8.8:80",
+            "http://example.com:80",
+            "http://[::1]:80",
+            "https://127.0.0.1:80",
+            "http://127.0.0.1",
+            "http://127.0.0.1:80/x",
+            "http://user@127.0.0.1:80",
+            "http://127.0.0.1:0",
+        ] {
+            assert!(parse_target(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn shares_split_n() {
+        let parts: Vec<u64> = (0..3).map(|i| share(10, i, 3)).collect();
+        assert_eq!(parts, vec![4, 3, 3]);
+        assert_eq!((0..7).map(|i| share(100_001, i, 7)).sum::<u64>(), 100_001);
+        assert_eq!(share(5, 0, 0), 5);
+    }
+
+    #[test]
+    fn validate_cross_flags() {
+        let c = cli(&["ping", "-n", "2", "--procs", "3"]).unwrap();
+        assert!(c.validate().is_err());
+        let c = cli(&["ping", "--url", "http://10.1.1.1:80"]).unwrap();
+        assert!(c.validate().is_err());
+        let c = cli(&["ping", "--url", "http://127.0.0.1:9001"]).unwrap();
+        assert!(c.validate().is_ok());
+    }
+}
