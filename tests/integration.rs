@@ -1,0 +1,31 @@
+//! Black-box integration suite: every test starts its own `wsgate serve`
+//! on port 0 and drives it over real sockets (SPEC sections 1-4).
+
+mod support;
+
+#[path = "integration/cli.rs"]
+mod cli;
+#[path = "integration/envelope.rs"]
+mod envelope;
+#[path = "integration/handshake.rs"]
+mod handshake;
+#[path = "integration/isolation.rs"]
+mod isolation;
+#[path = "integration/logging.rs"]
+mod logging;
+#[path = "integration/messages.rs"]
+mod messages;
+#[path = "integration/metrics.rs"]
+mod metrics;
+#[path = "integration/rate_limit.rs"]
+mod rate_limit;
+#[path = "integration/seed.rs"]
+mod seed;
+#[path = "integration/server_api.rs"]
+mod server_api;
+#[path = "integration/shutdown.rs"]
+mod shutdown;
+#[path = "integration/timeouts.rs"]
+mod timeouts;
+#[path = "integration/webhook.rs"]
+mod webhook;

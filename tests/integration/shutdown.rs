@@ -1,0 +1,51 @@
+//! SPEC section 1: SIGTERM / SIGINT close every WebSocket with 1001 and
+//! exit 0 within 10 s.
+
+use crate::support::{TestServer, WsClient};
+use std::time::{Duration, Instant};
+
+fn shutdown_with(sig: i32) {
+    let mut server = TestServer::start(&[]);
+    let mut clients: Vec<WsClient> = ["a", "b", "c"].iter().map(|u| server.ws(u)).collect();
+    for c in &mut clients {
+        c.assert_alive();
+    }
+    let started = Instant::now();
+    server.signal(sig);
+    for c in &mut clients {
+        let (code, _) = c.expect_close_within(Duration::from_secs(10));
+        assert_eq!(code, 1001, "shutdown close code");
+    }
+    let status = server
+        .wait_exit(Duration::from_secs(10).saturating_sub(started.elapsed()))
+        .unwrap_or_else(|| panic!("wsgate still running 10 s after signal {sig}"));
+    assert_eq!(status.code(), Some(0), "exit status after signal {sig}");
+    assert_eq!(
+        server.stdout_lines().len(),
+        1,
+        "exactly one stdout line: {:?}",
+        server.stdout_lines()
+    );
+}
+
+#[test]
+fn sigterm_closes_clients_with_1001_and_exits_0() {
+    shutdown_with(libc::SIGTERM);
+}
+
+#[test]
+fn sigint_closes_clients_with_1001_and_exits_0() {
+    shutdown_with(libc::SIGINT);
+}
+
+#[test]
+fn shutdown_stops_accepting() {
+    let mut server = TestServer::start(&[]);
+    let addr = server.addr();
+    let status = server.sigterm_and_wait();
+    assert!(status.success());
+    assert!(
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(),
+        "still accepting after exit"
+    );
+}
