@@ -1,0 +1,144 @@
+//! Wiring: builds every part from a [`Config`], binds the listener, and
+//! runs until shutdown, then drains in order: stop accepting, close every
+//! WebSocket with 1001 and flush, wait for tracked tasks, join shards.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::jwt::KeyError;
+use crate::auth::TokenVerifier;
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::http::AppState;
+use crate::hub::shard::ShardSettings;
+use crate::hub::Hub;
+use crate::limits::Admission;
+use crate::metrics::Metrics;
+use crate::net::listener;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("--listen: cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("--jwt-public-key: {0}")]
+    Key(#[from] KeyError),
+    #[error("cannot start shard threads: {0}")]
+    Shards(std::io::Error),
+}
+
+/// A bound, ready gateway. `run` serves until the shutdown token fires.
+pub struct Server {
+    state: Arc<AppState>,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+}
+
+impl Server {
+    pub async fn bind(config: Config) -> Result<Server, StartError> {
+        let listener = listener::bind(config.listen).map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let verifier = TokenVerifier::new(&config.auth)?;
+        let metrics = Arc::new(Metrics::default());
+        let tracker = TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        let webhook = config.webhook_url.clone().map(|url| {
+            crate::webhook::spawn(
+                url,
+                config.api_key.clone(),
+                metrics.clone(),
+                &tracker,
+                shutdown.clone(),
+            )
+        });
+        let settings = ShardSettings {
+            max_message_size: config.limits.max_message_size,
+            max_queued_bytes: config.limits.max_queued_bytes,
+            heartbeat_interval: config.timers.heartbeat_interval,
+            connection_timeout: config.timers.connection_timeout,
+            cleanup_interval: config.timers.cleanup_interval,
+            rate_limit_messages: config.limits.rate_limit_messages,
+            rate_limit_window: config.limits.rate_limit_window,
+        };
+        let hub = Arc::new(
+            Hub::start(
+                config.shards,
+                settings,
+                metrics.clone(),
+                webhook,
+                config.node_id.clone(),
+            )
+            .map_err(StartError::Shards)?,
+        );
+        let admission = Admission::new(
+            config.limits.max_connections,
+            config.limits.max_connections_per_user,
+        );
+        let gateway = Gateway::new(hub.clone(), admission.clone());
+        let state = Arc::new(AppState {
+            config: Arc::new(config),
+            hub,
+            admission,
+            verifier,
+            metrics,
+            gateway,
+            tracker,
+            shutdown,
+        });
+        Ok(Server {
+            state,
+            listener,
+            local_addr,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The library handle to publish and manage connections.
+    pub fn gateway(&self) -> Gateway {
+        self.state.gateway.clone()
+    }
+
+    /// Cancel it to shut the server down gracefully.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.state.shutdown.clone()
+    }
+
+    /// Serves until the shutdown token is cancelled, then drains.
+    pub async fn run(self) -> Result<(), std::io::Error> {
+        let state = self.state;
+        let accept = tokio::spawn(listener::accept_loop(
+            self.listener,
+            state.clone(),
+            state.tracker.clone(),
+            state.shutdown.clone(),
+        ));
+        state.shutdown.cancelled().await;
+        let _ = accept.await;
+        let grace = state.config.shutdown_grace;
+        state.hub.shutdown(grace).await;
+        state.tracker.close();
+        if tokio::time::timeout(grace, state.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some tasks did not finish within the shutdown grace period");
+        }
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}

@@ -1,0 +1,392 @@
+//! Command-line and environment configuration, parsed once into a typed
+//! [`Config`] that is passed down; nothing deeper reads the environment.
+//!
+//! Every flag has a `WSGATE_*` variable (clap's `env`), a flag wins over
+//! its variable, and every bad value becomes a [`ConfigError`] naming the
+//! flag, which `main` prints on one line before exiting with status 2.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "wsgate", version, about = "A real-time WebSocket gateway")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve(ServeArgs),
+    /// Print an HS256 JWT signed with the configured secret.
+    Token(TokenArgs),
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration like 500ms, 30s, 2m, 1h ({e})"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[arg(long, env = "WSGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    #[arg(long, env = "WSGATE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    #[arg(long, env = "WSGATE_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+    #[arg(long, env = "WSGATE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    #[arg(long, env = "WSGATE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    #[arg(long, env = "WSGATE_JWT_LEEWAY", default_value = "0s", value_parser = duration)]
+    pub jwt_leeway: Duration,
+    #[arg(long, env = "WSGATE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    #[arg(long, env = "WSGATE_DEV")]
+    pub dev: bool,
+    #[arg(long, env = "WSGATE_MAX_CONNECTIONS", default_value_t = 1000)]
+    pub max_connections: usize,
+    #[arg(long, env = "WSGATE_MAX_CONNECTIONS_PER_USER", default_value_t = 3)]
+    pub max_connections_per_user: usize,
+    #[arg(long, env = "WSGATE_RATE_LIMIT_MESSAGES", default_value_t = 100)]
+    pub rate_limit_messages: u32,
+    #[arg(long, env = "WSGATE_RATE_LIMIT_WINDOW", default_value = "60s", value_parser = duration)]
+    pub rate_limit_window: Duration,
+    #[arg(long, env = "WSGATE_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = duration)]
+    pub heartbeat_interval: Duration,
+    #[arg(long, env = "WSGATE_CONNECTION_TIMEOUT", default_value = "60s", value_parser = duration)]
+    pub connection_timeout: Duration,
+    #[arg(long, env = "WSGATE_CLEANUP_INTERVAL", default_value = "30s", value_parser = duration)]
+    pub cleanup_interval: Duration,
+    #[arg(long, env = "WSGATE_MAX_MESSAGE_SIZE", default_value_t = 65536)]
+    pub max_message_size: usize,
+    #[arg(long, env = "WSGATE_MAX_QUEUED_BYTES", default_value_t = 1_048_576)]
+    pub max_queued_bytes: usize,
+    #[arg(long, env = "WSGATE_SHARDS")]
+    pub shards: Option<usize>,
+    #[arg(long, env = "WSGATE_REDIS_URL")]
+    pub redis_url: Option<String>,
+    #[arg(long, env = "WSGATE_NODE_ID")]
+    pub node_id: Option<String>,
+    #[arg(long, env = "WSGATE_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    #[arg(long, env = "WSGATE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    #[arg(long, env = "WSGATE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(long, env = "WSGATE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    #[arg(long, env = "WSGATE_CONFORMANCE_ECHO")]
+    pub conformance_echo: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The user id (`sub`).
+    #[arg(long)]
+    pub sub: String,
+    /// Lifetime of the token.
+    #[arg(long, default_value = "1h", value_parser = duration)]
+    pub ttl: Duration,
+    /// Extra claim; a VALUE that parses as JSON is put in as JSON.
+    #[arg(long = "claim", value_name = "KEY=VALUE", value_parser = crate::auth::mint::parse_claim)]
+    pub claims: Vec<(String, serde_json::Value)>,
+    #[arg(long, env = "WSGATE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+}
+
+/// A configuration problem: which flag, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{flag}: {reason}")]
+pub struct ConfigError {
+    pub flag: &'static str,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(flag: &'static str, reason: impl Into<String>) -> Self {
+        ConfigError {
+            flag,
+            reason: reason.into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct AuthConfig {
+    pub secret: Option<String>,
+    pub public_key_path: Option<PathBuf>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub leeway: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct LimitsConfig {
+    pub max_connections: usize,
+    pub max_connections_per_user: usize,
+    pub rate_limit_messages: u32,
+    pub rate_limit_window: Duration,
+    pub max_message_size: usize,
+    pub max_queued_bytes: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct TimersConfig {
+    pub heartbeat_interval: Duration,
+    pub connection_timeout: Duration,
+    pub cleanup_interval: Duration,
+}
+
+/// The whole validated configuration of `serve`.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub auth: AuthConfig,
+    pub api_key: Option<String>,
+    pub dev: bool,
+    pub limits: LimitsConfig,
+    pub timers: TimersConfig,
+    pub shards: usize,
+    pub redis_url: Option<String>,
+    pub node_id: String,
+    pub webhook_url: Option<hyper::Uri>,
+    pub log_format: LogFormat,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub conformance_echo: bool,
+    /// How long shutdown may take before connections are dropped.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// Validates parsed arguments. `--dev` fills a missing secret and API
+    /// key with random values (reported by `app` on stderr).
+    pub fn from_args(args: ServeArgs) -> Result<Config, ConfigError> {
+        let mut secret = args.jwt_secret.filter(|s| !s.is_empty());
+        let mut api_key = args.api_key.filter(|s| !s.is_empty());
+        if args.dev {
+            secret.get_or_insert_with(random_secret);
+            api_key.get_or_insert_with(random_secret);
+        }
+        if secret.is_none() && args.jwt_public_key.is_none() {
+            return Err(ConfigError::new(
+                "--jwt-secret",
+                "required (or --jwt-public-key, or --dev for a generated one)",
+            ));
+        }
+        let positive = |flag: &'static str, value: usize| {
+            if value == 0 {
+                Err(ConfigError::new(flag, "must be at least 1"))
+            } else {
+                Ok(value)
+            }
+        };
+        let nonzero = |flag: &'static str, value: Duration| {
+            if value.is_zero() {
+                Err(ConfigError::new(flag, "must be longer than 0s"))
+            } else {
+                Ok(value)
+            }
+        };
+        positive("--max-connections", args.max_connections)?;
+        positive("--max-connections-per-user", args.max_connections_per_user)?;
+        positive("--rate-limit-messages", args.rate_limit_messages as usize)?;
+        if args.max_message_size < 128 {
+            return Err(ConfigError::new(
+                "--max-message-size",
+                "must be at least 128 bytes",
+            ));
+        }
+        if args.max_queued_bytes < args.max_message_size {
+            return Err(ConfigError::new(
+                "--max-queued-bytes",
+                "must be at least --max-message-size",
+            ));
+        }
+        let shards = match args.shards {
+            Some(n) if !(1..=256).contains(&n) => {
+                return Err(ConfigError::new("--shards", "must be between 1 and 256"))
+            }
+            Some(n) => n,
+            None => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        };
+        let webhook_url = match args.webhook_url {
+            Some(url) => {
+                let uri: hyper::Uri = url
+                    .parse()
+                    .map_err(|e| ConfigError::new("--webhook-url", format!("not a URL: {e}")))?;
+                if uri.scheme_str() != Some("http") || uri.host().is_none() {
+                    return Err(ConfigError::new("--webhook-url", "must be an http:// URL"));
+                }
+                Some(uri)
+            }
+            None => None,
+        };
+        if let Some(path) = &args.jwt_public_key {
+            if !path.is_file() {
+                return Err(ConfigError::new(
+                    "--jwt-public-key",
+                    format!("{} is not a readable file", path.display()),
+                ));
+            }
+        }
+        let tls = match (args.tls_cert, args.tls_key) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::new("--tls-key", "required with --tls-cert"))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new("--tls-cert", "required with --tls-key"))
+            }
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    "--tls-cert",
+                    "TLS is not supported by this build yet",
+                ))
+            }
+        };
+        if args.redis_url.is_some() {
+            return Err(ConfigError::new(
+                "--redis-url",
+                "cluster mode is not supported by this build yet",
+            ));
+        }
+        Ok(Config {
+            listen: args.listen,
+            auth: AuthConfig {
+                secret,
+                public_key_path: args.jwt_public_key,
+                issuer: args.jwt_issuer,
+                audience: args.jwt_audience,
+                leeway: args.jwt_leeway,
+            },
+            api_key,
+            dev: args.dev,
+            limits: LimitsConfig {
+                max_connections: args.max_connections,
+                max_connections_per_user: args.max_connections_per_user,
+                rate_limit_messages: args.rate_limit_messages,
+                rate_limit_window: nonzero("--rate-limit-window", args.rate_limit_window)?,
+                max_message_size: args.max_message_size,
+                max_queued_bytes: args.max_queued_bytes,
+            },
+            timers: TimersConfig {
+                heartbeat_interval: nonzero("--heartbeat-interval", args.heartbeat_interval)?,
+                connection_timeout: nonzero("--connection-timeout", args.connection_timeout)?,
+                cleanup_interval: nonzero("--cleanup-interval", args.cleanup_interval)?,
+            },
+            shards,
+            redis_url: args.redis_url,
+            node_id: args
+                .node_id
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(random_node_id),
+            webhook_url,
+            log_format: args.log_format,
+            tls,
+            conformance_echo: args.conformance_echo,
+            shutdown_grace: Duration::from_secs(5),
+        })
+    }
+
+    /// A configuration for embedding and tests: HS256 with `secret`, API
+    /// key `api_key`, an OS-chosen port, and SPEC defaults elsewhere.
+    pub fn embedded(secret: &str, api_key: &str) -> Config {
+        let args = ServeArgs::parse_from_defaults();
+        let mut config = Config::from_args(ServeArgs {
+            jwt_secret: Some(secret.into()),
+            api_key: Some(api_key.into()),
+            ..args
+        })
+        .unwrap_or_else(|e| unreachable!("defaults are valid: {e}"));
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config
+    }
+}
+
+impl ServeArgs {
+    fn parse_from_defaults() -> ServeArgs {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        Only::parse_from(["wsgate"]).serve
+    }
+}
+
+fn random_secret() -> String {
+    use rand::Rng;
+    let bytes: [u8; 24] = rand::thread_rng().gen();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn random_node_id() -> String {
+    format!("node-{:08x}", rand::random::<u32>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
+        let mut full = vec!["wsgate", "serve"];
+        full.extend_from_slice(args);
+        let Cli {
+            command: Command::Serve(serve),
+        } = Cli::try_parse_from(full).expect("clap")
+        else {
+            panic!("not serve")
+        };
+        Config::from_args(serve)
+    }
+
+    #[test]
+    fn spec_defaults() {
+        let config = parse(&["--jwt-secret", "s"]).expect("valid");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.limits.max_connections, 1000);
+        assert_eq!(config.limits.max_connections_per_user, 3);
+        assert_eq!(config.limits.rate_limit_messages, 100);
+        assert_eq!(config.limits.rate_limit_window, Duration::from_secs(60));
+        assert_eq!(config.timers.heartbeat_interval, Duration::from_secs(30));
+        assert_eq!(config.timers.connection_timeout, Duration::from_secs(60));
+        assert_eq!(config.limits.max_message_size, 65536);
+        assert_eq!(config.limits.max_queued_bytes, 1_048_576);
+    }
+
+    #[test]
+    fn errors_name_the_flag() {
+        assert_eq!(parse(&[]).expect_err("no secret").flag, "--jwt-secret");
+        assert_eq!(
+            parse(&["--jwt-secret", "s", "--max-connections", "0"])
+                .expect_err("zero")
+                .flag,
+            "--max-connections"
+        );
+        assert!(parse(&["--dev"]).is_ok());
+        let e = parse(&["--jwt-secret", "s", "--heartbeat-interval", "0s"]).expect_err("zero");
+        assert_eq!(e.flag, "--heartbeat-interval");
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(duration("soon").is_err());
+    }
+}

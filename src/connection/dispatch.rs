@@ -1,0 +1,207 @@
+//! What a client message does: the reply, and the actions the shard carries
+//! out (a subscription change, `upload.cancelled` to this user's other
+//! connections, a webhook call).
+//!
+//! Pure: it reads the connection's current subscriptions and returns
+//! decisions; it never touches sockets, the subscriber index or other
+//! connections, so it is unit-tested without a server.
+
+use serde_json::{json, Map, Value};
+
+use crate::metrics::OutKind;
+use crate::protocol::envelope::EncodedMessage;
+use crate::protocol::{server, ClientRequest, EventSet, MessageIds};
+
+/// The shard's to-do list for one client message.
+#[derive(Debug)]
+pub struct Dispatched {
+    pub reply: EncodedMessage,
+    pub reply_kind: OutKind,
+    /// The connection's complete new subscription set, when it changed.
+    pub subscriptions: Option<EventSet>,
+    /// An upload the user asked to cancel.
+    pub cancelled_upload: Option<CancelledUpload>,
+}
+
+#[derive(Debug, PartialEq)]
+pub struct CancelledUpload {
+    pub upload_id: String,
+    pub data: Map<String, Value>,
+}
+
+pub fn dispatch(
+    ids: &MessageIds,
+    request: ClientRequest,
+    current: EventSet,
+    reply_to: Option<&Value>,
+) -> Dispatched {
+    let plain = |reply, reply_kind| Dispatched {
+        reply,
+        reply_kind,
+        subscriptions: None,
+        cancelled_upload: None,
+    };
+    match request {
+        ClientRequest::Ping { ping_id } => {
+            plain(server::pong(ids, &ping_id, reply_to), OutKind::Pong)
+        }
+        ClientRequest::Heartbeat => {
+            plain(server::heartbeat_ack(ids, reply_to), OutKind::HeartbeatAck)
+        }
+        ClientRequest::Subscribe(requested) => {
+            let next = current.union(requested);
+            Dispatched {
+                subscriptions: Some(next),
+                ..plain(
+                    server::subscription_changed(
+                        ids,
+                        "subscription.confirmed",
+                        requested,
+                        next,
+                        reply_to,
+                    ),
+                    OutKind::SubscriptionConfirmed,
+                )
+            }
+        }
+        ClientRequest::Unsubscribe(requested) => {
+            let next = current.difference(requested);
+            Dispatched {
+                subscriptions: Some(next),
+                ..plain(
+                    server::subscription_changed(
+                        ids,
+                        "unsubscription.confirmed",
+                        requested,
+                        next,
+                        reply_to,
+                    ),
+                    OutKind::UnsubscriptionConfirmed,
+                )
+            }
+        }
+        ClientRequest::UploadCancel { upload_id, data } => Dispatched {
+            cancelled_upload: Some(CancelledUpload {
+                upload_id: upload_id.clone(),
+                data,
+            }),
+            ..plain(
+                server::upload_cancel_acknowledged(ids, &upload_id, reply_to),
+                OutKind::UploadCancelAcknowledged,
+            )
+        },
+    }
+}
+
+/// The webhook body for an `upload.cancel` (SPEC §3).
+pub fn upload_cancel_webhook_body(
+    ids: &MessageIds,
+    user_id: &str,
+    connection_id: &str,
+    upload: &CancelledUpload,
+) -> Vec<u8> {
+    let body = json!({
+        "type": "upload.cancel",
+        "user_id": user_id,
+        "connection_id": connection_id,
+        "data": upload.data,
+        "id": ids.next_id(),
+        "timestamp": crate::protocol::clock::now_rfc3339(),
+    });
+    body.to_string().into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{client, Event};
+    use crate::ws::frame;
+
+    fn reply_json(d: &Dispatched) -> Value {
+        let f = &d.reply.frame;
+        serde_json::from_slice(&f[f.len() - frame::payload_len(f)..]).expect("json")
+    }
+
+    fn run(text: &str, current: EventSet) -> Dispatched {
+        let parsed = client::parse(text);
+        dispatch(
+            &MessageIds::new(),
+            parsed.request.expect("valid"),
+            current,
+            parsed.reply_to.as_ref(),
+        )
+    }
+
+    #[test]
+    fn subscribe_merges_and_reports_sorted_set() {
+        let current: EventSet = [Event::UploadProgress].into_iter().collect();
+        let d = run(
+            r#"{"type":"subscribe","data":{"events":["file.ready"]},"id":"s1"}"#,
+            current,
+        );
+        let v = reply_json(&d);
+        assert_eq!(v["type"], "subscription.confirmed");
+        assert_eq!(v["reply_to"], "s1");
+        assert_eq!(v["data"]["events"], json!(["file.ready"]));
+        assert_eq!(
+            v["data"]["subscriptions"],
+            json!(["file.ready", "upload.progress"])
+        );
+        assert_eq!(
+            d.subscriptions.expect("changed").names(),
+            vec!["file.ready", "upload.progress"]
+        );
+    }
+
+    #[test]
+    fn unsubscribe_removes() {
+        let current: EventSet = [Event::UploadProgress, Event::FileReady]
+            .into_iter()
+            .collect();
+        let d = run(
+            r#"{"type":"unsubscribe","data":{"events":["file.ready"]}}"#,
+            current,
+        );
+        assert_eq!(
+            reply_json(&d)["data"]["subscriptions"],
+            json!(["upload.progress"])
+        );
+    }
+
+    #[test]
+    fn ping_echoes_ping_id_or_null() {
+        let d = run(
+            r#"{"type":"ping","data":{"pingId":"abc"},"id":"m"}"#,
+            EventSet::EMPTY,
+        );
+        let v = reply_json(&d);
+        assert_eq!(
+            (v["type"].as_str(), v["data"]["pingId"].as_str()),
+            (Some("pong"), Some("abc"))
+        );
+        assert!(v["data"]["timestamp"].is_string());
+        let d = run(r#"{"type":"ping"}"#, EventSet::EMPTY);
+        assert!(reply_json(&d)["data"]["pingId"].is_null());
+    }
+
+    #[test]
+    fn upload_cancel_acknowledges_and_asks_for_fanout() {
+        let d = run(
+            r#"{"type":"upload.cancel","data":{"upload_id":"u1","reason":"user"}}"#,
+            EventSet::EMPTY,
+        );
+        assert_eq!(reply_json(&d)["type"], "upload.cancel.acknowledged");
+        let upload = d.cancelled_upload.expect("cancel");
+        assert_eq!(upload.upload_id, "u1");
+        let body: Value = serde_json::from_slice(&upload_cancel_webhook_body(
+            &MessageIds::new(),
+            "7",
+            "c1",
+            &upload,
+        ))
+        .expect("json");
+        assert_eq!(body["type"], "upload.cancel");
+        assert_eq!(body["user_id"], "7");
+        assert_eq!(body["data"]["reason"], "user");
+    }
+}

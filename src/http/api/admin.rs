@@ -1,0 +1,63 @@
+//! Operator calls: stats, the connection list, disconnecting a connection,
+//! deactivating and activating users.
+
+use std::sync::Arc;
+
+use hyper::StatusCode;
+
+use crate::http::response::{json, no_content, ApiError, Response};
+use crate::http::AppState;
+use crate::ws::CloseReason;
+
+pub fn stats(state: &AppState) -> Response {
+    json(StatusCode::OK, &state.hub.stats())
+}
+
+pub async fn list_connections(
+    state: &Arc<AppState>,
+    query: Option<&str>,
+) -> Result<Response, ApiError> {
+    let user = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("user_id="))
+        .map(|u| u.replace("%20", " "));
+    let connections = state
+        .hub
+        .connections(user.as_deref())
+        .await
+        .map_err(|_| ApiError::unavailable("the server is shutting down"))?;
+    Ok(json(StatusCode::OK, &connections))
+}
+
+pub async fn disconnect(state: &Arc<AppState>, connection_id: &str) -> Result<Response, ApiError> {
+    match state
+        .hub
+        .disconnect(connection_id, CloseReason::Disconnected)
+        .await
+    {
+        Ok(true) => Ok(no_content()),
+        Ok(false) => Err(ApiError::not_found(format!(
+            "no connection `{connection_id}`"
+        ))),
+        Err(_) => Err(ApiError::unavailable("the server is shutting down")),
+    }
+}
+
+pub async fn deactivate(state: &Arc<AppState>, user_id: &str) -> Result<Response, ApiError> {
+    // Refuse new handshakes first, so none slips in after the close.
+    state.admission.deactivate(user_id);
+    state
+        .hub
+        .disconnect_user(user_id, CloseReason::Disconnected)
+        .await
+        .map_err(|_| ApiError::unavailable("the server is shutting down"))?;
+    tracing::info!(user = user_id, "user deactivated");
+    Ok(no_content())
+}
+
+pub fn activate(state: &AppState, user_id: &str) -> Response {
+    state.admission.activate(user_id);
+    tracing::info!(user = user_id, "user activated");
+    no_content()
+}

@@ -1,0 +1,61 @@
+//! HTTP/1.1 routing: one match on (method, path) that is the table of
+//! contents of everything the gateway answers.
+//!
+//! WebSocket handshakes go to `ws_route`, `/api/v1/*` to `api`, and the
+//! operator endpoints (`/health`, `/metrics`, `/console`) are answered
+//! here. It owns [`AppState`], the shared handles every handler needs.
+
+pub mod api;
+pub mod console;
+pub mod response;
+pub mod ws_route;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::TokenVerifier;
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::hub::Hub;
+use crate::limits::Admission;
+use crate::metrics::Metrics;
+use response::{json, static_body, ApiError, Response};
+
+/// What every request handler can reach.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub hub: Arc<Hub>,
+    pub admission: Arc<Admission>,
+    pub verifier: TokenVerifier,
+    pub metrics: Arc<Metrics>,
+    /// The same handle the library API gives embedders.
+    pub gateway: Gateway,
+    /// Tracks the tasks that finish upgrades, so shutdown waits for them.
+    pub tracker: TaskTracker,
+    pub shutdown: CancellationToken,
+}
+
+pub async fn route(
+    state: Arc<AppState>,
+    request: Request<Incoming>,
+) -> Result<Response, Infallible> {
+    let path = request.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let response = match (request.method(), segments.as_slice()) {
+        (_, ["api", "v1", "ws"]) | (_, ["api", "v1", "ws", _]) => ws_route::handle(&state, request),
+        (_, ["api", "v1", rest @ ..]) => api::handle(&state, request, rest).await,
+        (&Method::GET, ["health"]) => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+        (&Method::GET, ["metrics"]) => {
+            static_body("text/plain; version=0.0.4", state.metrics.render())
+        }
+        (&Method::GET, ["console", ..]) => console::asset(&path)
+            .unwrap_or_else(|| ApiError::not_found("no such console file").into_response()),
+        _ => ApiError::not_found("no such endpoint").into_response(),
+    };
+    Ok(response)
+}

@@ -1,0 +1,212 @@
+//! `GET /api/v1/ws[/{token}]`: the four token forms → auth → admission →
+//! 101 → hand the raw socket to its shard.
+//!
+//! Every refusal happens here, before the upgrade, as plain HTTP with a
+//! JSON body. After the 101 the connection belongs to the hub; this module
+//! keeps nothing. Tokens are never logged.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::header::{
+    HeaderValue, AUTHORIZATION, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_PROTOCOL, UPGRADE,
+};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::response::{ApiError, Response};
+use super::AppState;
+use crate::auth::AuthError;
+use crate::hub::command::NewConnection;
+use crate::limits::AdmissionError;
+use crate::metrics::RefusalReason;
+use crate::ws::upgrade::{self, offered_protocols};
+
+/// Suggested wait before retrying a refused handshake, in seconds.
+const RETRY_USER_LIMIT_SECS: u64 = 5;
+const RETRY_CAPACITY_SECS: u64 = 5;
+const SUBPROTOCOL: &str = "wsgate.v1";
+
+pub fn handle(state: &Arc<AppState>, mut request: Request<Incoming>) -> Response {
+    match admit(state, &request) {
+        Ok(admitted) => upgrade(state, &mut request, admitted),
+        Err((reason, error)) => {
+            state.metrics.refused(reason);
+            tracing::debug!(code = error.code, detail = %error.detail, "handshake refused");
+            error.into_response()
+        }
+    }
+}
+
+struct Admitted {
+    accept: HeaderValue,
+    subprotocol: bool,
+    connection: NewConnectionParts,
+}
+
+struct NewConnectionParts {
+    claims: crate::auth::Claims,
+    permit: crate::limits::ConnectionPermit,
+}
+
+fn admit(
+    state: &AppState,
+    request: &Request<Incoming>,
+) -> Result<Admitted, (RefusalReason, ApiError)> {
+    let accept = upgrade::check_request(request.method(), request.headers()).map_err(|e| {
+        (
+            RefusalReason::BadRequest,
+            ApiError::bad_request(e.to_string()),
+        )
+    })?;
+    let unauthorized = |e: AuthError| {
+        (
+            RefusalReason::Unauthorized,
+            ApiError::unauthorized(e.to_string()),
+        )
+    };
+    let token = extract_token(request).map_err(unauthorized)?;
+    let mut claims = state.verifier.verify(&token).map_err(unauthorized)?;
+    claims.expires_at = claims
+        .expires_at
+        .saturating_add(state.config.auth.leeway.as_secs());
+    let permit = state
+        .admission
+        .try_admit(&claims.user_id)
+        .map_err(|e| match e {
+            AdmissionError::UserInactive => unauthorized(AuthError::UserInactive),
+            AdmissionError::TooManyForUser => (
+                RefusalReason::TooManyConnections,
+                ApiError::too_many_connections(RETRY_USER_LIMIT_SECS),
+            ),
+            AdmissionError::AtCapacity => (
+                RefusalReason::ServerAtCapacity,
+                ApiError::at_capacity(RETRY_CAPACITY_SECS),
+            ),
+        })?;
+    let subprotocol = offered_protocols(request.headers()).any(|p| p == SUBPROTOCOL);
+    Ok(Admitted {
+        accept,
+        subprotocol,
+        connection: NewConnectionParts { claims, permit },
+    })
+}
+
+/// The token from the path, `?token=`, `Authorization: Bearer` or a
+/// `bearer.` subprotocol, in that order.
+fn extract_token(request: &Request<Incoming>) -> Result<String, AuthError> {
+    let path = request.uri().path();
+    if let Some(raw) = path.strip_prefix("/api/v1/ws/") {
+        if !raw.is_empty() {
+            return percent_decode(raw).ok_or(AuthError::Malformed);
+        }
+    }
+    if let Some(query) = request.uri().query() {
+        for pair in query.split('&') {
+            if let Some(raw) = pair.strip_prefix("token=") {
+                return percent_decode(raw).ok_or(AuthError::Malformed);
+            }
+        }
+    }
+    if let Some(value) = request.headers().get(AUTHORIZATION) {
+        let value = value.to_str().map_err(|_| AuthError::Malformed)?;
+        if let Some(token) = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+        {
+            return Ok(token.trim().to_owned());
+        }
+    }
+    if let Some(token) =
+        offered_protocols(request.headers()).find_map(|p| p.strip_prefix("bearer."))
+    {
+        return Ok(token.to_owned());
+    }
+    Err(AuthError::Missing)
+}
+
+/// Decodes `%XX` escapes (and `+` is kept as is: tokens never contain it
+/// as a space). `None` for a malformed escape or non-UTF-8 result.
+fn percent_decode(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn upgrade(state: &Arc<AppState>, request: &mut Request<Incoming>, admitted: Admitted) -> Response {
+    let on_upgrade = hyper::upgrade::on(request);
+    let hub = state.hub.clone();
+    let NewConnectionParts { claims, permit } = admitted.connection;
+    state.tracker.spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => {
+                tracing::debug!(%error, "upgrade did not complete");
+                return;
+            }
+        };
+        let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => parts,
+            Err(_) => {
+                tracing::error!("upgraded connection is not a plain TCP stream");
+                return;
+            }
+        };
+        // into_std leaves the socket in non-blocking mode, as the shard needs.
+        let socket = match parts.io.into_inner().into_std() {
+            Ok(socket) => socket,
+            Err(error) => {
+                tracing::warn!(%error, "cannot take the upgraded socket");
+                return;
+            }
+        };
+        let connection = NewConnection {
+            socket,
+            already_read: parts.read_buf,
+            claims,
+            permit,
+        };
+        if hub.register(connection).await.is_err() {
+            tracing::debug!("shard gone during shutdown; connection dropped");
+        }
+    });
+    let mut response = hyper::Response::new(Default::default());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(SEC_WEBSOCKET_ACCEPT, admitted.accept);
+    if admitted.subprotocol {
+        headers.insert(
+            SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(SUBPROTOCOL),
+        );
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a.b-c_d").as_deref(), Some("a.b-c_d"));
+        assert_eq!(percent_decode("a%2Eb").as_deref(), Some("a.b"));
+        assert_eq!(percent_decode("bad%zz"), None);
+        assert_eq!(percent_decode("cut%4"), None);
+    }
+}

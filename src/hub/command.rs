@@ -1,0 +1,80 @@
+//! The messages a shard's reactor accepts from the rest of the process.
+//!
+//! Everything that crosses into a shard thread is one of these, sent over
+//! its bounded channel; replies go back on oneshot channels. Owns no logic.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use super::conn_id::ConnId;
+use crate::auth::Claims;
+use crate::connection::ConnectionInfo;
+use crate::limits::ConnectionPermit;
+use crate::metrics::OutKind;
+use crate::protocol::Event;
+use crate::ws::CloseReason;
+
+/// An upgraded connection, handed over to its shard.
+pub struct NewConnection {
+    /// The raw socket, already in non-blocking mode.
+    pub socket: std::net::TcpStream,
+    /// Bytes hyper read past the HTTP request (the client's first frames).
+    pub already_read: Bytes,
+    pub claims: Claims,
+    pub permit: ConnectionPermit,
+}
+
+/// Which of a shard's connections a delivery reaches.
+#[derive(Debug, Clone)]
+pub enum ShardTarget {
+    All,
+    Subscribers(Event),
+    /// The connections of these users (all in this shard) plus these
+    /// connections, each at most once.
+    Selected {
+        users: Vec<Arc<str>>,
+        connections: Vec<ConnId>,
+    },
+}
+
+/// What a shard reports back after a delivery was written (or queued).
+#[derive(Debug, Clone, Copy)]
+pub struct DeliveryReport {
+    pub delivered: usize,
+    pub finished_at: Instant,
+}
+
+pub struct Delivery {
+    pub target: ShardTarget,
+    /// One encoded frame for every recipient.
+    pub frame: Arc<[u8]>,
+    pub kind: OutKind,
+    pub report: Option<oneshot::Sender<DeliveryReport>>,
+}
+
+pub enum CloseTarget {
+    Connection(ConnId),
+    User(Arc<str>),
+}
+
+pub enum Command {
+    Register(Box<NewConnection>),
+    Deliver(Delivery),
+    Close {
+        target: CloseTarget,
+        reason: CloseReason,
+        /// How many connections were closed.
+        done: oneshot::Sender<usize>,
+    },
+    List {
+        user: Option<Arc<str>>,
+        reply: oneshot::Sender<Vec<ConnectionInfo>>,
+    },
+    /// Close everything with 1001, flush, and stop within `grace`.
+    Shutdown {
+        grace: Duration,
+    },
+}

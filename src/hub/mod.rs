@@ -1,0 +1,341 @@
+//! The hub: where a publish becomes one encoded frame and reaches the
+//! right shards, and where the server API and the library handle find
+//! connections.
+//!
+//! It owns the shard handles and the user → shard mapping. It encodes each
+//! message exactly once and sends the same `Arc<[u8]>` to every shard
+//! involved; shards do the per-connection work. It never touches a socket
+//! or a connection's state directly.
+
+pub mod command;
+pub mod conn_id;
+pub mod shard;
+
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use crate::connection::ConnectionInfo;
+use crate::metrics::{Metrics, OutKind};
+use crate::protocol::envelope::encode;
+use crate::protocol::{Event, MessageIds};
+use crate::webhook::WebhookQueue;
+use crate::ws::{frame, CloseReason};
+use command::{CloseTarget, Command, Delivery, DeliveryReport, NewConnection, ShardTarget};
+use conn_id::ConnId;
+use shard::{ShardGone, ShardHandle, ShardSettings};
+
+/// Who receives a published event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// The connections subscribed to the event's type.
+    Subscribers,
+    /// Every connection.
+    All,
+    /// Every connection of these users plus these connections (by public
+    /// id), each at most once; unknown ids are skipped.
+    Selected {
+        users: Vec<String>,
+        connections: Vec<String>,
+    },
+}
+
+impl Target {
+    pub fn users(users: Vec<String>) -> Target {
+        Target::Selected {
+            users,
+            connections: Vec::new(),
+        }
+    }
+
+    pub fn connections(connections: Vec<String>) -> Target {
+        Target::Selected {
+            users: Vec::new(),
+            connections,
+        }
+    }
+}
+
+/// The answer to a publish: the message id and how many connections it
+/// was handed to (written or queued).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Published {
+    pub id: String,
+    pub delivered: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("message of {size} bytes is over the {max}-byte limit")]
+    TooLarge { size: usize, max: usize },
+    #[error(transparent)]
+    ShardGone(#[from] ShardGone),
+}
+
+/// This node's numbers for `GET /api/v1/stats`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    pub node_id: String,
+    pub connections: usize,
+    pub users: usize,
+    pub shards: Vec<ShardStatsView>,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub rate_limited: u64,
+    pub uptime_s: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ShardStatsView {
+    pub connections: usize,
+    pub users: usize,
+}
+
+pub struct Hub {
+    shards: Vec<ShardHandle>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    metrics: Arc<Metrics>,
+    ids: MessageIds,
+    max_message_size: usize,
+    node_id: String,
+    started: Instant,
+}
+
+impl Hub {
+    /// Starts `count` shard threads.
+    pub fn start(
+        count: usize,
+        settings: ShardSettings,
+        metrics: Arc<Metrics>,
+        webhook: Option<WebhookQueue>,
+        node_id: String,
+    ) -> std::io::Result<Hub> {
+        let mut shards = Vec::with_capacity(count);
+        let mut threads = Vec::with_capacity(count);
+        for index in 0..count {
+            let (handle, thread) =
+                shard::spawn(index, settings.clone(), metrics.clone(), webhook.clone())?;
+            shards.push(handle);
+            threads.push(thread);
+        }
+        Ok(Hub {
+            shards,
+            threads: Mutex::new(threads),
+            metrics,
+            ids: MessageIds::new(),
+            max_message_size: settings.max_message_size,
+            node_id,
+            started: Instant::now(),
+        })
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The shard that owns `user`'s connections. A fixed hash (SipHash with
+    /// zero keys), so every node maps a user to the same shard index.
+    pub fn shard_of(&self, user: &str) -> usize {
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(user);
+        (hash % self.shards.len() as u64) as usize
+    }
+
+    /// Hands an upgraded connection to its user's shard.
+    pub async fn register(&self, connection: NewConnection) -> Result<(), ShardGone> {
+        let shard = self.shard_of(connection.permit.user());
+        self.shards[shard]
+            .send(Command::Register(Box::new(connection)))
+            .await
+    }
+
+    /// Publishes an event: encoded and framed once, then delivered by
+    /// every shard that holds a recipient. Resolves once every recipient's
+    /// frame has been written or queued.
+    pub async fn publish(
+        &self,
+        event: Event,
+        data: &Value,
+        target: Target,
+    ) -> Result<Published, PublishError> {
+        let started = Instant::now();
+        let message = encode(&self.ids, event.as_str(), data, None);
+        let size = frame::payload_len(&message.frame);
+        if size > self.max_message_size {
+            return Err(PublishError::TooLarge {
+                size,
+                max: self.max_message_size,
+            });
+        }
+        let frame: Arc<[u8]> = Arc::from(message.frame);
+        let per_shard = self.split_target(event, target);
+        let mut pending = Vec::with_capacity(per_shard.len());
+        for (index, target) in per_shard {
+            let (report, receive) = oneshot::channel();
+            self.shards[index]
+                .send(Command::Deliver(Delivery {
+                    target,
+                    frame: frame.clone(),
+                    kind: OutKind::Event(event),
+                    report: Some(report),
+                }))
+                .await?;
+            pending.push(receive);
+        }
+        let mut delivered = 0;
+        let mut last_write = started;
+        for receive in pending {
+            let DeliveryReport {
+                delivered: n,
+                finished_at,
+            } = receive.await.map_err(|_| ShardGone(usize::MAX))?;
+            delivered += n;
+            last_write = last_write.max(finished_at);
+        }
+        self.metrics
+            .observe_fanout(last_write.duration_since(started));
+        Ok(Published {
+            id: message.id,
+            delivered,
+        })
+    }
+
+    /// Which shards a target touches, and what each must do.
+    fn split_target(&self, event: Event, target: Target) -> Vec<(usize, ShardTarget)> {
+        match target {
+            Target::All => (0..self.shards.len())
+                .map(|i| (i, ShardTarget::All))
+                .collect(),
+            Target::Subscribers => (0..self.shards.len())
+                .map(|i| (i, ShardTarget::Subscribers(event)))
+                .collect(),
+            Target::Selected { users, connections } => {
+                let mut by_shard: Vec<(Vec<Arc<str>>, Vec<ConnId>)> =
+                    (0..self.shards.len()).map(|_| Default::default()).collect();
+                for user in users {
+                    let shard = self.shard_of(&user);
+                    by_shard[shard].0.push(Arc::from(user));
+                }
+                for id in connections.iter().filter_map(|c| ConnId::parse(c)) {
+                    if let Some(slot) = by_shard.get_mut(id.shard()) {
+                        slot.1.push(id);
+                    }
+                }
+                by_shard
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(_, (u, c))| !u.is_empty() || !c.is_empty())
+                    .map(|(i, (users, connections))| {
+                        (i, ShardTarget::Selected { users, connections })
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Closes one connection by public id; false when no such connection.
+    pub async fn disconnect(
+        &self,
+        connection_id: &str,
+        reason: CloseReason,
+    ) -> Result<bool, ShardGone> {
+        let Some(id) = ConnId::parse(connection_id) else {
+            return Ok(false);
+        };
+        let Some(shard) = self.shards.get(id.shard()) else {
+            return Ok(false);
+        };
+        let (done, closed) = oneshot::channel();
+        shard
+            .send(Command::Close {
+                target: CloseTarget::Connection(id),
+                reason,
+                done,
+            })
+            .await?;
+        Ok(closed.await.unwrap_or(0) > 0)
+    }
+
+    /// Closes every connection of `user`; returns how many.
+    pub async fn disconnect_user(
+        &self,
+        user: &str,
+        reason: CloseReason,
+    ) -> Result<usize, ShardGone> {
+        let shard = &self.shards[self.shard_of(user)];
+        let (done, closed) = oneshot::channel();
+        shard
+            .send(Command::Close {
+                target: CloseTarget::User(Arc::from(user)),
+                reason,
+                done,
+            })
+            .await?;
+        Ok(closed.await.unwrap_or(0))
+    }
+
+    /// Open connections, of one user or of everyone.
+    pub async fn connections(&self, user: Option<&str>) -> Result<Vec<ConnectionInfo>, ShardGone> {
+        let shards: Vec<&ShardHandle> = match user {
+            Some(user) => vec![&self.shards[self.shard_of(user)]],
+            None => self.shards.iter().collect(),
+        };
+        let mut all = Vec::new();
+        for shard in shards {
+            let (reply, receive) = oneshot::channel();
+            shard
+                .send(Command::List {
+                    user: user.map(Arc::from),
+                    reply,
+                })
+                .await?;
+            all.extend(receive.await.unwrap_or_default());
+        }
+        Ok(all)
+    }
+
+    pub fn stats(&self) -> Stats {
+        let shards: Vec<ShardStatsView> = self
+            .shards
+            .iter()
+            .map(|s| ShardStatsView {
+                connections: s.stats.connections.load(Ordering::Relaxed),
+                users: s.stats.users.load(Ordering::Relaxed),
+            })
+            .collect();
+        Stats {
+            node_id: self.node_id.clone(),
+            connections: shards.iter().map(|s| s.connections).sum(),
+            users: shards.iter().map(|s| s.users).sum(),
+            shards,
+            messages_in: self.metrics.total_in(),
+            messages_out: self.metrics.total_out(),
+            rate_limited: self.metrics.total_rate_limited(),
+            uptime_s: self.started.elapsed().as_secs(),
+        }
+    }
+
+    /// Closes every connection with 1001, lets shards flush for at most
+    /// `grace`, and joins their threads.
+    pub async fn shutdown(&self, grace: Duration) {
+        for shard in &self.shards {
+            let _ = shard.send(Command::Shutdown { grace }).await;
+        }
+        let threads: Vec<_> = std::mem::take(&mut *self.threads.lock());
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        })
+        .await;
+    }
+}

@@ -1,0 +1,331 @@
+//! Counters, gauges and the fan-out histogram, rendered as Prometheus text.
+//!
+//! Plain relaxed atomics: shards add per message or per broadcast (never
+//! per recipient), so there is no lock and little contention. Owns metric
+//! names and labels; it does not decide what to count.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::protocol::Event;
+
+/// Client message types as counted in `wsgate_messages_in_total{type}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InKind {
+    Ping,
+    Heartbeat,
+    Subscribe,
+    Unsubscribe,
+    UploadCancel,
+    /// Frames that were not a valid client message (bad JSON, binary, unknown type).
+    Invalid,
+}
+
+const IN_LABELS: [&str; 6] = [
+    "ping",
+    "heartbeat",
+    "subscribe",
+    "unsubscribe",
+    "upload.cancel",
+    "invalid",
+];
+
+impl InKind {
+    pub fn from_type_name(name: &str) -> InKind {
+        match name {
+            "ping" => InKind::Ping,
+            "heartbeat" => InKind::Heartbeat,
+            "subscribe" => InKind::Subscribe,
+            "unsubscribe" => InKind::Unsubscribe,
+            "upload.cancel" => InKind::UploadCancel,
+            _ => InKind::Invalid,
+        }
+    }
+}
+
+/// Server message types as counted in `wsgate_messages_out_total{type}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutKind {
+    Event(Event),
+    ConnectionEstablished,
+    Pong,
+    HeartbeatAck,
+    SubscriptionConfirmed,
+    UnsubscriptionConfirmed,
+    UploadCancelAcknowledged,
+    Error,
+}
+
+const OUT_EXTRA_LABELS: [&str; 7] = [
+    "connection.established",
+    "pong",
+    "heartbeat.ack",
+    "subscription.confirmed",
+    "unsubscription.confirmed",
+    "upload.cancel.acknowledged",
+    "error",
+];
+const OUT_KINDS: usize = Event::COUNT + OUT_EXTRA_LABELS.len();
+
+impl OutKind {
+    fn index(self) -> usize {
+        match self {
+            OutKind::Event(e) => e.index(),
+            OutKind::ConnectionEstablished => Event::COUNT,
+            OutKind::Pong => Event::COUNT + 1,
+            OutKind::HeartbeatAck => Event::COUNT + 2,
+            OutKind::SubscriptionConfirmed => Event::COUNT + 3,
+            OutKind::UnsubscriptionConfirmed => Event::COUNT + 4,
+            OutKind::UploadCancelAcknowledged => Event::COUNT + 5,
+            OutKind::Error => Event::COUNT + 6,
+        }
+    }
+
+    fn label(index: usize) -> &'static str {
+        if index < Event::COUNT {
+            Event::ALL[index].as_str()
+        } else {
+            OUT_EXTRA_LABELS[index - Event::COUNT]
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusalReason {
+    BadRequest,
+    Unauthorized,
+    TooManyConnections,
+    ServerAtCapacity,
+}
+const REFUSAL_LABELS: [&str; 4] = [
+    "bad_request",
+    "unauthorized",
+    "too_many_connections",
+    "server_at_capacity",
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// A client message over the rate limit.
+    RateLimited,
+    /// Outbound bytes discarded when a slow consumer was closed.
+    SlowConsumer,
+    /// A delivery to a connection already closing.
+    ConnectionClosing,
+    WebhookQueueFull,
+    WebhookFailed,
+}
+const DROP_LABELS: [&str; 5] = [
+    "rate_limited",
+    "slow_consumer",
+    "connection_closing",
+    "webhook_queue_full",
+    "webhook_failed",
+];
+
+/// Upper bounds of the fan-out histogram buckets, in seconds.
+const FANOUT_BUCKETS: [f64; 14] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0,
+];
+
+pub struct Metrics {
+    connections: AtomicI64,
+    messages_in: [AtomicU64; IN_LABELS.len()],
+    messages_out: [AtomicU64; OUT_KINDS],
+    rate_limited: AtomicU64,
+    refused: [AtomicU64; REFUSAL_LABELS.len()],
+    dropped: [AtomicU64; DROP_LABELS.len()],
+    fanout_buckets: [AtomicU64; FANOUT_BUCKETS.len()],
+    fanout_count: AtomicU64,
+    fanout_sum_nanos: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            connections: AtomicI64::new(0),
+            messages_in: Default::default(),
+            messages_out: Default::default(),
+            rate_limited: AtomicU64::new(0),
+            refused: Default::default(),
+            dropped: Default::default(),
+            fanout_buckets: Default::default(),
+            fanout_count: AtomicU64::new(0),
+            fanout_sum_nanos: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn connection_opened(&self) {
+        self.connections.fetch_add(1, Relaxed);
+    }
+    pub fn connection_closed(&self) {
+        self.connections.fetch_sub(1, Relaxed);
+    }
+    pub fn message_in(&self, kind: InKind) {
+        self.messages_in[kind as usize].fetch_add(1, Relaxed);
+    }
+    pub fn messages_out(&self, kind: OutKind, count: u64) {
+        if count > 0 {
+            self.messages_out[kind.index()].fetch_add(count, Relaxed);
+        }
+    }
+    pub fn rate_limited(&self) {
+        self.rate_limited.fetch_add(1, Relaxed);
+        self.dropped(DropReason::RateLimited, 1);
+    }
+    pub fn refused(&self, reason: RefusalReason) {
+        self.refused[reason as usize].fetch_add(1, Relaxed);
+    }
+    pub fn dropped(&self, reason: DropReason, count: u64) {
+        self.dropped[reason as usize].fetch_add(count, Relaxed);
+    }
+    pub fn observe_fanout(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        if let Some(i) = FANOUT_BUCKETS.iter().position(|b| secs <= *b) {
+            self.fanout_buckets[i].fetch_add(1, Relaxed);
+        }
+        self.fanout_count.fetch_add(1, Relaxed);
+        self.fanout_sum_nanos
+            .fetch_add(elapsed.as_nanos() as u64, Relaxed);
+    }
+
+    pub fn total_in(&self) -> u64 {
+        self.messages_in.iter().map(|c| c.load(Relaxed)).sum()
+    }
+    pub fn total_out(&self) -> u64 {
+        self.messages_out.iter().map(|c| c.load(Relaxed)).sum()
+    }
+    pub fn total_rate_limited(&self) -> u64 {
+        self.rate_limited.load(Relaxed)
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let _ = self.render_into(&mut out);
+        out
+    }
+
+    fn render_into(&self, out: &mut String) -> std::fmt::Result {
+        writeln!(
+            out,
+            "# HELP wsgate_connections Open WebSocket connections on this node."
+        )?;
+        writeln!(out, "# TYPE wsgate_connections gauge")?;
+        writeln!(out, "wsgate_connections {}", self.connections.load(Relaxed))?;
+
+        writeln!(
+            out,
+            "# HELP wsgate_messages_in_total Client messages received, by type."
+        )?;
+        writeln!(out, "# TYPE wsgate_messages_in_total counter")?;
+        for (label, c) in IN_LABELS.iter().zip(&self.messages_in) {
+            writeln!(
+                out,
+                "wsgate_messages_in_total{{type=\"{label}\"}} {}",
+                c.load(Relaxed)
+            )?;
+        }
+
+        writeln!(
+            out,
+            "# HELP wsgate_messages_out_total Server messages written to connections, by type."
+        )?;
+        writeln!(out, "# TYPE wsgate_messages_out_total counter")?;
+        for (i, c) in self.messages_out.iter().enumerate() {
+            writeln!(
+                out,
+                "wsgate_messages_out_total{{type=\"{}\"}} {}",
+                OutKind::label(i),
+                c.load(Relaxed)
+            )?;
+        }
+
+        writeln!(
+            out,
+            "# HELP wsgate_rate_limited_total Client messages dropped by the rate limiter."
+        )?;
+        writeln!(out, "# TYPE wsgate_rate_limited_total counter")?;
+        writeln!(
+            out,
+            "wsgate_rate_limited_total {}",
+            self.rate_limited.load(Relaxed)
+        )?;
+
+        writeln!(
+            out,
+            "# HELP wsgate_upgrades_refused_total WebSocket handshakes refused, by reason."
+        )?;
+        writeln!(out, "# TYPE wsgate_upgrades_refused_total counter")?;
+        for (label, c) in REFUSAL_LABELS.iter().zip(&self.refused) {
+            writeln!(
+                out,
+                "wsgate_upgrades_refused_total{{reason=\"{label}\"}} {}",
+                c.load(Relaxed)
+            )?;
+        }
+
+        writeln!(
+            out,
+            "# HELP wsgate_messages_dropped_total Messages dropped, by reason."
+        )?;
+        writeln!(out, "# TYPE wsgate_messages_dropped_total counter")?;
+        for (label, c) in DROP_LABELS.iter().zip(&self.dropped) {
+            writeln!(
+                out,
+                "wsgate_messages_dropped_total{{reason=\"{label}\"}} {}",
+                c.load(Relaxed)
+            )?;
+        }
+
+        writeln!(out, "# HELP wsgate_fanout_seconds Time from a publish call to the last write of its fan-out.")?;
+        writeln!(out, "# TYPE wsgate_fanout_seconds histogram")?;
+        let mut cumulative = 0;
+        for (bound, c) in FANOUT_BUCKETS.iter().zip(&self.fanout_buckets) {
+            cumulative += c.load(Relaxed);
+            writeln!(
+                out,
+                "wsgate_fanout_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+            )?;
+        }
+        let count = self.fanout_count.load(Relaxed);
+        writeln!(out, "wsgate_fanout_seconds_bucket{{le=\"+Inf\"}} {count}")?;
+        let sum = self.fanout_sum_nanos.load(Relaxed) as f64 / 1e9;
+        writeln!(out, "wsgate_fanout_seconds_sum {sum}")?;
+        writeln!(out, "wsgate_fanout_seconds_count {count}")?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_cumulative_histogram() {
+        let m = Metrics::default();
+        m.connection_opened();
+        m.message_in(InKind::Ping);
+        m.messages_out(OutKind::Pong, 2);
+        m.messages_out(OutKind::Event(Event::FileReady), 3);
+        m.refused(RefusalReason::Unauthorized);
+        m.rate_limited();
+        m.observe_fanout(Duration::from_micros(80));
+        m.observe_fanout(Duration::from_millis(3));
+        let text = m.render();
+        assert!(text.contains("wsgate_connections 1\n"));
+        assert!(text.contains("wsgate_messages_in_total{type=\"ping\"} 1\n"));
+        assert!(text.contains("wsgate_messages_out_total{type=\"pong\"} 2\n"));
+        assert!(text.contains("wsgate_messages_out_total{type=\"file.ready\"} 3\n"));
+        assert!(text.contains("wsgate_upgrades_refused_total{reason=\"unauthorized\"} 1\n"));
+        assert!(text.contains("wsgate_messages_dropped_total{reason=\"rate_limited\"} 1\n"));
+        assert!(text.contains("wsgate_fanout_seconds_bucket{le=\"0.0001\"} 1\n"));
+        assert!(text.contains("wsgate_fanout_seconds_bucket{le=\"0.005\"} 2\n"));
+        assert!(text.contains("wsgate_fanout_seconds_count 2\n"));
+        assert_eq!(m.total_out(), 5);
+    }
+}

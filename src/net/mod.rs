@@ -1,0 +1,3 @@
+//! Network edge: the TCP listener and the per-connection HTTP server.
+
+pub mod listener;

@@ -1,0 +1,253 @@
+//! Parsing and validating client messages.
+//!
+//! Turns one text frame into a [`ClientRequest`] or the [`ProtocolError`] to
+//! answer, and recovers the message `id` whenever it can be read so that
+//! even errors carry `reply_to`. Pure: no I/O, no connection state, no rate
+//! limiting (the caller counts every frame before it gets here).
+
+use serde_json::{Map, Value};
+
+use super::error::{ErrorCode, ProtocolError};
+use super::event::{Event, EventSet};
+
+/// The client message types of SPEC §3, by wire name.
+pub const CLIENT_MESSAGE_TYPES: [&str; 5] = [
+    "ping",
+    "heartbeat",
+    "subscribe",
+    "unsubscribe",
+    "upload.cancel",
+];
+
+/// A validated client request.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ClientRequest {
+    /// `pingId` as sent (any JSON value), `Null` when absent.
+    Ping {
+        ping_id: Value,
+    },
+    Heartbeat,
+    Subscribe(EventSet),
+    Unsubscribe(EventSet),
+    UploadCancel {
+        upload_id: String,
+        /// The whole `data` object, forwarded to the webhook as sent.
+        data: Map<String, Value>,
+    },
+}
+
+impl ClientRequest {
+    /// Wire name of the request type, for metrics.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ClientRequest::Ping { .. } => "ping",
+            ClientRequest::Heartbeat => "heartbeat",
+            ClientRequest::Subscribe(_) => "subscribe",
+            ClientRequest::Unsubscribe(_) => "unsubscribe",
+            ClientRequest::UploadCancel { .. } => "upload.cancel",
+        }
+    }
+}
+
+/// The outcome of parsing one frame: the id to reply to (when it could be
+/// read) and the request or the error to answer.
+#[derive(Debug)]
+pub struct ParsedMessage {
+    pub reply_to: Option<Value>,
+    pub request: Result<ClientRequest, ProtocolError>,
+}
+
+/// Parses and validates one client text frame.
+pub fn parse(text: &str) -> ParsedMessage {
+    let value: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(_) => {
+            return ParsedMessage {
+                reply_to: None,
+                request: Err(ProtocolError::new(
+                    ErrorCode::InvalidJson,
+                    "Message is not valid JSON",
+                )),
+            }
+        }
+    };
+    let Value::Object(mut object) = value else {
+        return ParsedMessage {
+            reply_to: None,
+            request: Err(ProtocolError::invalid_message(
+                "Message must be a JSON object",
+            )),
+        };
+    };
+    let reply_to = match object.remove("id") {
+        Some(id @ (Value::String(_) | Value::Number(_))) => Some(id),
+        _ => None,
+    };
+    ParsedMessage {
+        reply_to,
+        request: validate(object),
+    }
+}
+
+fn validate(mut object: Map<String, Value>) -> Result<ClientRequest, ProtocolError> {
+    let kind = match object.remove("type") {
+        Some(Value::String(kind)) => kind,
+        Some(_) => return Err(ProtocolError::invalid_message("`type` must be a string")),
+        None => return Err(ProtocolError::invalid_message("Missing `type`")),
+    };
+    let data = match object.remove("data") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(data)) => data,
+        Some(_) => return Err(ProtocolError::invalid_message("`data` must be an object")),
+    };
+    match kind.as_str() {
+        "ping" => Ok(ClientRequest::Ping {
+            ping_id: data.get("pingId").cloned().unwrap_or(Value::Null),
+        }),
+        "heartbeat" => Ok(ClientRequest::Heartbeat),
+        "subscribe" => Ok(ClientRequest::Subscribe(events(&data, true)?)),
+        "unsubscribe" => Ok(ClientRequest::Unsubscribe(events(&data, false)?)),
+        "upload.cancel" => match data.get("upload_id") {
+            Some(Value::String(id)) if !id.is_empty() => Ok(ClientRequest::UploadCancel {
+                upload_id: id.clone(),
+                data,
+            }),
+            _ => Err(ProtocolError::invalid_message(
+                "`data.upload_id` must be a non-empty string",
+            )),
+        },
+        other => Err(ProtocolError::new(
+            ErrorCode::InvalidMessageType,
+            format!("Unknown message type: {other}"),
+        )),
+    }
+}
+
+/// Reads `data.events`; all-or-nothing: any unknown name rejects the whole
+/// request with `INVALID_SUBSCRIPTION` naming every unknown event.
+fn events(data: &Map<String, Value>, non_empty: bool) -> Result<EventSet, ProtocolError> {
+    let Some(Value::Array(names)) = data.get("events") else {
+        return Err(ProtocolError::invalid_message(
+            "`data.events` must be an array of event names",
+        ));
+    };
+    if non_empty && names.is_empty() {
+        return Err(ProtocolError::invalid_message(
+            "`data.events` must not be empty",
+        ));
+    }
+    let mut set = EventSet::EMPTY;
+    let mut invalid = Vec::new();
+    for name in names {
+        let Value::String(name) = name else {
+            return Err(ProtocolError::invalid_message(
+                "`data.events` must contain only strings",
+            ));
+        };
+        match Event::parse(name) {
+            Some(event) => set.insert(event),
+            None => invalid.push(Value::String(name.clone())),
+        }
+    }
+    if invalid.is_empty() {
+        Ok(set)
+    } else {
+        let list = invalid
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        Err(ProtocolError::new(
+            ErrorCode::InvalidSubscription,
+            format!("Unknown events: {list}"),
+        )
+        .with("invalid_events", Value::Array(invalid)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn code(text: &str) -> ErrorCode {
+        parse(text).request.expect_err("should be an error").code
+    }
+
+    #[test]
+    fn ping_with_and_without_id() {
+        let parsed = parse(r#"{"type":"ping","data":{"pingId":"p1"},"id":"m1"}"#);
+        assert_eq!(parsed.reply_to, Some(json!("m1")));
+        assert_eq!(
+            parsed.request.expect("ping"),
+            ClientRequest::Ping {
+                ping_id: json!("p1")
+            }
+        );
+        let parsed = parse(r#"{"type":"ping"}"#);
+        assert_eq!(parsed.reply_to, None);
+        assert_eq!(
+            parsed.request.expect("ping"),
+            ClientRequest::Ping {
+                ping_id: Value::Null
+            }
+        );
+    }
+
+    #[test]
+    fn errors_by_code() {
+        assert_eq!(code("not json"), ErrorCode::InvalidJson);
+        assert_eq!(code("[1,2]"), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"data":{}}"#), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"type":5}"#), ErrorCode::InvalidMessage);
+        assert_eq!(
+            code(r#"{"type":"ping","data":[]}"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(code(r#"{"type":"PING"}"#), ErrorCode::InvalidMessageType);
+        assert_eq!(
+            code(r#"{"type":"subscribe","data":{"events":"x"}}"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            code(r#"{"type":"subscribe","data":{"events":[]}}"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            code(r#"{"type":"upload.cancel","data":{"upload_id":""}}"#),
+            ErrorCode::InvalidMessage
+        );
+    }
+
+    #[test]
+    fn unknown_type_message_names_it() {
+        let err = parse(r#"{"type":"nope","id":7}"#);
+        assert_eq!(err.reply_to, Some(json!(7)));
+        assert_eq!(
+            err.request.expect_err("unknown").message,
+            "Unknown message type: nope"
+        );
+    }
+
+    #[test]
+    fn subscription_is_all_or_nothing() {
+        let parsed = parse(
+            r#"{"type":"subscribe","data":{"events":["upload.progress","bogus","x.y"]},"id":"s"}"#,
+        );
+        let err = parsed.request.expect_err("invalid");
+        assert_eq!(err.code, ErrorCode::InvalidSubscription);
+        assert_eq!(err.extra["invalid_events"], json!(["bogus", "x.y"]));
+        let ok =
+            parse(r#"{"type":"subscribe","data":{"events":["upload.progress","file.ready"]}}"#);
+        let ClientRequest::Subscribe(set) = ok.request.expect("valid") else {
+            panic!("not a subscribe")
+        };
+        assert_eq!(set.names(), vec!["file.ready", "upload.progress"]);
+    }
+
+    #[test]
+    fn deep_nesting_is_invalid_json_not_a_crash() {
+        let deep = "[".repeat(100_000);
+        assert_eq!(code(&deep), ErrorCode::InvalidJson);
+    }
+}

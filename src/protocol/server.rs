@@ -1,0 +1,72 @@
+//! Builders for the server's replies to client messages and the messages
+//! the gateway originates itself (`connection.established`,
+//! `upload.cancelled`). Each returns a ready frame; none touches a socket.
+
+use serde_json::{json, Value};
+
+use super::clock;
+use super::envelope::{encode, EncodedMessage};
+use super::error::ProtocolError;
+use super::event::EventSet;
+use super::ids::MessageIds;
+
+/// The `features` list of `connection.established`.
+pub const FEATURES: [&str; 3] = ["heartbeat", "subscriptions", "rate_limiting"];
+
+pub fn connection_established(
+    ids: &MessageIds,
+    connection_id: &str,
+    user_id: &str,
+) -> EncodedMessage {
+    let data = json!({
+        "connection_id": connection_id,
+        "user_id": user_id,
+        "server_time": clock::now_rfc3339(),
+        "features": FEATURES,
+    });
+    encode(ids, "connection.established", &data, None)
+}
+
+pub fn pong(ids: &MessageIds, ping_id: &Value, reply_to: Option<&Value>) -> EncodedMessage {
+    let data = json!({"timestamp": clock::now_rfc3339(), "pingId": ping_id});
+    encode(ids, "pong", &data, reply_to)
+}
+
+pub fn heartbeat_ack(ids: &MessageIds, reply_to: Option<&Value>) -> EncodedMessage {
+    let data = json!({"timestamp": clock::now_rfc3339()});
+    encode(ids, "heartbeat.ack", &data, reply_to)
+}
+
+/// `subscription.confirmed` or `unsubscription.confirmed`.
+pub fn subscription_changed(
+    ids: &MessageIds,
+    kind: &str,
+    requested: EventSet,
+    current: EventSet,
+    reply_to: Option<&Value>,
+) -> EncodedMessage {
+    let data = json!({"events": requested.names(), "subscriptions": current.names()});
+    encode(ids, kind, &data, reply_to)
+}
+
+pub fn upload_cancel_acknowledged(
+    ids: &MessageIds,
+    upload_id: &str,
+    reply_to: Option<&Value>,
+) -> EncodedMessage {
+    encode(
+        ids,
+        "upload.cancel.acknowledged",
+        &json!({"upload_id": upload_id}),
+        reply_to,
+    )
+}
+
+pub fn upload_cancelled(ids: &MessageIds, upload_id: &str, connection_id: &str) -> EncodedMessage {
+    let data = json!({"upload_id": upload_id, "connection_id": connection_id});
+    encode(ids, "upload.cancelled", &data, None)
+}
+
+pub fn error(ids: &MessageIds, error: &ProtocolError, reply_to: Option<&Value>) -> EncodedMessage {
+    encode(ids, "error", &error.to_data(), reply_to)
+}
