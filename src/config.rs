@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gateway.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print an HS256 JWT signed with the configured secret.
     Token(TokenArgs),
 }
@@ -351,7 +351,7 @@ mod tests {
         else {
             panic!("not serve")
         };
-        Config::from_args(serve)
+        Config::from_args(*serve)
     }
 
     #[test]

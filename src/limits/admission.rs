@@ -17,6 +17,9 @@ use parking_lot::{Mutex, RwLock};
 
 const STRIPES: usize = 64;
 
+/// Connection counts of the users whose names hash to one stripe.
+type UserCounts = Mutex<HashMap<Arc<str>, usize>>;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AdmissionError {
     #[error("the user already holds the maximum number of connections")]
@@ -31,7 +34,7 @@ pub struct Admission {
     max_total: usize,
     max_per_user: usize,
     total: AtomicUsize,
-    per_user: Box<[Mutex<HashMap<Arc<str>, usize>>]>,
+    per_user: Box<[UserCounts]>,
     inactive: RwLock<HashSet<String>>,
 }
 
@@ -66,7 +69,7 @@ impl Admission {
         })
     }
 
-    fn stripe(&self, user: &str) -> &Mutex<HashMap<Arc<str>, usize>> {
+    fn stripe(&self, user: &str) -> &UserCounts {
         let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(user);
         &self.per_user[(hash as usize) % STRIPES]
     }
