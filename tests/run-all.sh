@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs what is missing
+# (Node packages, Chromium for the browser tests), then runs the Rust unit,
+# integration and doc tests of the workspace and the JS client/console tests
+# against the real binary. Exits non-zero on the first failing part.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo build (debug binary used by the integration and JS tests)"
+cargo build --workspace --all-targets
+
+step "cargo test --workspace"
+cargo test --workspace
+
+if [ -x clients/js/test/run.sh ]; then
+  step "JS client library and console tests (Node + headless Chromium)"
+  WSGATE_BIN="$root/target/debug/wsgate" clients/js/test/run.sh
+fi
+
+step "all test suites passed"
