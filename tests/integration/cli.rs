@@ -50,7 +50,7 @@ fn bad_flag_values_exit_2_naming_the_flag() {
         ("--max-connections", "abc"),
         ("--heartbeat-interval", "xyz"),
         ("--rate-limit-window", "soon"),
-        ("--max-message-size", "-5"),
+        ("--max-message-size", "ten"),
         ("--log-format", "xml"),
         ("--listen", "not-an-address"),
     ];

@@ -42,10 +42,27 @@ fn sigint_closes_clients_with_1001_and_exits_0() {
 fn shutdown_stops_accepting() {
     let mut server = TestServer::start(&[]);
     let addr = server.addr();
+    server.ws("a").assert_alive();
     let status = server.sigterm_and_wait();
-    assert!(status.success());
+    assert_eq!(status.code(), Some(0), "exit status {status:?}");
     assert!(
         std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(),
         "still accepting after exit"
     );
+}
+
+/// The ready line promises the server is up; a supervisor may signal it
+/// at once. The signal handler must already be in place by then.
+#[test]
+fn sigterm_right_after_ready_line_exits_0() {
+    for _ in 0..5 {
+        let mut server = TestServer::start(&[]);
+        let status = server.sigterm_and_wait();
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "SIGTERM right after the ready line: {status:?} (killed by the default \
+             disposition means the handler was installed after the line was printed)"
+        );
+    }
 }
