@@ -119,7 +119,8 @@ export function endpointUrl(url) {
  * Lifecycle events (subscribe with `on`): `state` ({state, previous}),
  * `connecting` ({attempt}), `open` ({attempt}), `established` (connection.established data),
  * `closed` ({code, reason, wasClean, willReconnect, opened}), `reconnecting` ({delay, attempt, code, reason}),
- * `giveup` ({code, reason, failedOpens}), `message` (every server message), `error` (WsgateError not tied
+ * `giveup` ({code, reason, failedOpens}), `message` (every server message), `sent` (every message written),
+ * `resubscribed` (confirmation data after a reconnect), `error` (WsgateError not tied
  * to a request), `dropped` ({message}: a queued message pushed out of the full queue), `latency` ({rtt}).
  *
  * Message handlers per type, as in the seed client: `client.messageHandlers.set(type, (data, message) => ...)`,
@@ -157,7 +158,7 @@ export class WsgateClient {
     this._pending = new Map(); // id -> {resolve, reject, timer, sent}
     this._resubWaiters = []; // subscribe() calls made while not open
     this._pingIds = new Map(); // pingId -> sent at
-    this._timers = { reconnect: null, open: null, ping: null, dead: null, resub: null };
+    this._timers = { reconnect: null, open: null, ping: null, dead: null, resub: null, errclose: null };
     this._wantOpen = false;
   }
 
@@ -332,7 +333,18 @@ export class WsgateClient {
       this._received(ev.data);
     };
     ws.onerror = () => {
-      // Browsers say nothing useful here; the close event that follows carries the code.
+      // Browsers say nothing useful here and a close event (1006) follows. Node 20's WebSocket
+      // fires no close event after a refused handshake (a non-101 answer), so a socket that
+      // failed before opening is given up at once, and an open one if no close follows soon.
+      if (gen !== this._gen) return;
+      if (!opened) {
+        this._abandon(ws, 1006, "connection failed", false);
+        return;
+      }
+      clearTimeout(this._timers.errclose);
+      this._timers.errclose = setTimeout(() => {
+        if (this._ws === ws) this._abandon(ws, 1006, "connection error", true);
+      }, 1000);
     };
     ws.onclose = (ev) => {
       if (gen !== this._gen) return;
@@ -420,7 +432,8 @@ export class WsgateClient {
     clearInterval(this._timers.ping);
     clearTimeout(this._timers.dead);
     clearTimeout(this._timers.resub);
-    this._timers = { reconnect: null, open: null, ping: null, dead: null, resub: null };
+    clearTimeout(this._timers.errclose);
+    this._timers = { reconnect: null, open: null, ping: null, dead: null, resub: null, errclose: null };
   }
 
   _startKeepalive() {
@@ -520,9 +533,7 @@ export class WsgateClient {
   _transmit(id, msg) {
     const text = JSON.stringify(msg);
     if (this.isOpen) {
-      this._ws.send(text);
-      const p = this._pending.get(id);
-      if (p) p.sent = true;
+      this._write(id, text);
       return;
     }
     if (!this._wantOpen && this.state !== State.IDLE) throw new WsgateError("CLOSED", "client is closed; call connect() first");
@@ -547,10 +558,15 @@ export class WsgateClient {
         this._queue.push({ id, text });
         continue;
       }
-      this._ws.send(text);
-      const p = this._pending.get(id);
-      if (p) p.sent = true;
+      this._write(id, text);
     }
+  }
+
+  _write(id, text) {
+    this._ws.send(text);
+    const p = this._pending.get(id);
+    if (p) p.sent = true;
+    if (this._listeners.has("sent") && this._listeners.get("sent").size) this._emit("sent", JSON.parse(text));
   }
 
   /**
@@ -670,10 +686,16 @@ export class WsgateClient {
       this._emit("resubscribed", reply.data);
     } catch (e) {
       if (e.code === "INVALID_SUBSCRIPTION" && Array.isArray(e.data.invalid_events)) {
-        // Forget the bad ones and try once more with the rest.
+        // As with a direct subscribe, a call naming an unknown event changes nothing: forget all
+        // of its events (and the bad ones), and try once more with the rest.
+        const bad = (w) => w.events.some((ev) => e.data.invalid_events.includes(ev));
         for (const ev of e.data.invalid_events) this.subscriptions.delete(ev);
-        for (const w of waiters) if (w.events.some((ev) => e.data.invalid_events.includes(ev))) w.reject(e);
-        const rest = waiters.filter((w) => !w.events.some((ev) => e.data.invalid_events.includes(ev)));
+        for (const w of waiters)
+          if (bad(w)) {
+            for (const ev of w.events) this.subscriptions.delete(ev);
+            w.reject(e);
+          }
+        const rest = waiters.filter((w) => !bad(w));
         if (gen === this._gen && this.isOpen) {
           this._resubWaiters.push(...rest);
           return this._resubscribe();

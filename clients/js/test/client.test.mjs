@@ -104,7 +104,6 @@ describe("against a running wsgate", () => {
     other.messageHandlers.set("review.created", (data) => otherGot.push(data));
     const conf = await client.subscribe(["review.created", "upload.progress"]);
     assert.deepEqual(conf.subscriptions, ["review.created", "upload.progress"]);
-    await other.once("open").catch(() => {});
     await waitFor(() => other.isOpen, { what: "other open" });
 
     const conns = await api(server, "GET", `/api/v1/connections?user_id=${user}`);
@@ -136,7 +135,7 @@ describe("against a running wsgate", () => {
     assert.deepEqual([...client.subscriptions], []);
   });
 
-  test("user-targeted events arrive without a subscription; request() times out", async (t) => {
+  test("user-targeted events arrive without a subscription; an unknown type rejects", async (t) => {
     const user = uniqueUser();
     const client = makeClient(t, server, { token: mintToken(user) });
     client.connect();
@@ -145,7 +144,7 @@ describe("against a running wsgate", () => {
     const pub = await api(server, "POST", "/api/v1/events", { type: "file.ready", data: { file_id: "f" }, users: [user] });
     assert.equal(pub.body.delivered, 1);
     assert.equal((await got).type, "file.ready");
-    // An unknown type gets an error reply; a request nobody answers times out.
+    // An unknown type gets an error reply carrying reply_to, which rejects the request.
     await assert.rejects(client.request("no.such.type", {}), (e) => e.code === "INVALID_MESSAGE_TYPE");
   });
 
@@ -211,8 +210,10 @@ describe("against a running wsgate", () => {
     await client.once("established");
     const firstConn = client.connectionId;
     await client.subscribe(["system.maintenance"]);
+    const closedP = client.once("closed");
     proxy.freezeAll();
-    const closed = await client.once("closed");
+    await assert.rejects(client.heartbeat({ timeout: 150 }), (e) => e.code === "TIMEOUT");
+    const closed = await closedP;
     assert.equal(closed.code, 1006);
     assert.match(closed.reason, /nothing received/);
     await client.once("resubscribed");
@@ -336,4 +337,19 @@ test("connect() shorthand and a client closed before it ever opened", async () =
   client.close();
   assert.equal(client.state, "closed");
   await assert.rejects(client.request("ping"), (e) => e.code === "CLOSED");
+});
+
+test("the send queue is bounded while disconnected; close() rejects what is left", async () => {
+  const client = new WsgateClient({ url: "http://127.0.0.1:9", token: "x", maxFailedOpens: 1000, backoffInitial: 50, queueLimit: 2 });
+  const dropped = [];
+  client.on("dropped", (d) => dropped.push(d.message.type));
+  client.connect();
+  const a = client.request("ping", {}, { timeout: 0 });
+  const b = client.request("heartbeat", {}, { timeout: 0 });
+  const c = client.request("heartbeat", {}, { timeout: 0 });
+  await assert.rejects(a, (e) => e.code === "QUEUE_OVERFLOW");
+  assert.deepEqual(dropped, ["ping"]);
+  client.close();
+  await assert.rejects(b, (e) => e.code === "CLOSED");
+  await assert.rejects(c, (e) => e.code === "CLOSED");
 });
