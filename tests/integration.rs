@@ -5,12 +5,16 @@ mod support;
 
 #[path = "integration/cli.rs"]
 mod cli;
+#[path = "integration/conformance.rs"]
+mod conformance;
 #[path = "integration/envelope.rs"]
 mod envelope;
 #[path = "integration/handshake.rs"]
 mod handshake;
 #[path = "integration/isolation.rs"]
 mod isolation;
+#[path = "integration/keys.rs"]
+mod keys;
 #[path = "integration/logging.rs"]
 mod logging;
 #[path = "integration/messages.rs"]

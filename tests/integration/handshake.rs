@@ -289,3 +289,25 @@ fn server_at_capacity_is_503() {
     resp.assert_error(503, "SERVER_AT_CAPACITY");
     assert_retry_after(&resp);
 }
+
+#[test]
+fn max_connections_per_user_flag() {
+    let server = TestServer::start(&["--max-connections-per-user", "1"]);
+    let _a = server.ws("solo");
+    let token = server.token("solo");
+    Upgrade::get(&format!("/api/v1/ws/{token}"))
+        .send(server.addr())
+        .assert_error(429, "TOO_MANY_CONNECTIONS");
+    server.ws("someone-else").assert_alive();
+}
+
+#[test]
+fn refusals_apply_to_every_transport() {
+    let server = TestServer::start(&[]);
+    let _held: Vec<WsClient> = (0..3).map(|_| server.ws("full")).collect();
+    let token = server.token("full");
+    for via in ALL_VIAS {
+        let status = refusal_status(WsClient::try_connect(server.addr(), via, &token));
+        assert_eq!(status, 429, "per-user limit via {via:?}");
+    }
+}

@@ -282,3 +282,33 @@ fn two_clients_of_one_user_are_independent_connections() {
     assert_eq!(ev["type"], "review.created");
     server.assert_nothing_pending(&mut b);
 }
+
+#[test]
+fn websocket_ping_frame_is_answered_with_pong() {
+    let server = TestServer::start(&[]);
+    let mut c = server.ws("u");
+    c.send_raw(Message::Ping(b"are-you-there".to_vec().into()));
+    match c.next_within(std::time::Duration::from_secs(5)) {
+        Some(crate::support::Incoming::Pong) => {}
+        other => panic!("expected a Pong frame, got {other:?}"),
+    }
+    c.assert_alive();
+}
+
+#[test]
+fn client_close_is_answered_and_connection_removed() {
+    let server = TestServer::start(&[]);
+    let mut c = server.ws("u");
+    let id = c.connection_id();
+    c.ws.close(None).expect("send close");
+    let end = c.wait_end(std::time::Duration::from_secs(5));
+    assert!(
+        end.as_ref()
+            .is_some_and(|(code, _)| *code == 1000 || *code == 1005),
+        "close handshake answered, got {end:?}"
+    );
+    assert!(
+        server.wait_connection_gone(&id, std::time::Duration::from_secs(5)),
+        "closed connection still listed"
+    );
+}

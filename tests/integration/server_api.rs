@@ -432,3 +432,21 @@ fn console_is_served() {
         "console must not load external resources"
     );
 }
+
+#[test]
+fn deactivating_a_user_without_connections_refuses_them_later() {
+    let server = TestServer::start(&[]);
+    server
+        .api_post("/api/v1/users/ghost/deactivate", &json!({}))
+        .expect_status(204);
+    let token = server.token("ghost");
+    for via in crate::support::ws::ALL_VIAS {
+        let status =
+            crate::support::ws::refusal_status(WsClient::try_connect(server.addr(), via, &token));
+        assert_eq!(status, 401, "inactive user via {via:?}");
+    }
+    server
+        .api_post("/api/v1/users/ghost/activate", &json!({}))
+        .expect_status(204);
+    server.ws("ghost").assert_alive();
+}

@@ -66,3 +66,33 @@ fn sigterm_right_after_ready_line_exits_0() {
         );
     }
 }
+
+#[test]
+fn shutdown_flushes_queued_messages_before_1001() {
+    let mut server = TestServer::start(&[]);
+    let mut c = server.ws("flush");
+    c.subscribe(&["review.created"]);
+    for seq in 0..200 {
+        server
+            .api_post(
+                "/api/v1/events",
+                &serde_json::json!({"type": "review.created", "data": {"seq": seq}}),
+            )
+            .expect_status(200);
+    }
+    server.signal(libc::SIGTERM);
+    for seq in 0..200 {
+        let m = c.recv_json();
+        assert_eq!(
+            m["data"]["seq"], seq,
+            "queued message {seq} lost at shutdown"
+        );
+    }
+    assert_eq!(c.expect_close_within(Duration::from_secs(10)).0, 1001);
+    assert_eq!(
+        server
+            .wait_exit(Duration::from_secs(10))
+            .and_then(|s| s.code()),
+        Some(0)
+    );
+}
