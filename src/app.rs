@@ -96,6 +96,7 @@ impl Server {
             gateway,
             tracker,
             shutdown,
+            echo_connections: Default::default(),
         });
         Ok(Server {
             state,

@@ -84,7 +84,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         if dev {
             print_dev_banner(addr, secret.as_deref(), api_key.as_deref());
         }
-        wsgate::shutdown::cancel_on_signal(server.shutdown_token());
+        if let Err(e) = wsgate::shutdown::cancel_on_signal(server.shutdown_token()) {
+            return fail(format!("cannot install signal handlers: {e}"));
+        }
         let mut stdout = std::io::stdout();
         let _ = writeln!(stdout, "wsgate listening on http://{addr}");
         let _ = stdout.flush();

@@ -6,38 +6,30 @@
 
 use tokio_util::sync::CancellationToken;
 
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
-pub async fn os_signal() {
+/// Cancels `token` when SIGTERM or SIGINT arrives. The handlers are
+/// installed before this returns, so a signal sent right after the ready
+/// line is never lost to the default disposition.
+pub fn cancel_on_signal(token: CancellationToken) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = interrupt.recv() => {}
+                _ = token.cancelled() => return,
             }
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
+            tracing::info!("shutdown signal received");
+            token.cancel();
+        });
     }
     #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// Cancels `token` when an OS signal arrives.
-pub fn cancel_on_signal(token: CancellationToken) {
     tokio::spawn(async move {
-        tokio::select! {
-            _ = os_signal() => {
-                tracing::info!("shutdown signal received");
-                token.cancel();
-            }
-            _ = token.cancelled() => {}
+        if tokio::signal::ctrl_c().await.is_ok() {
+            token.cancel();
         }
     });
+    Ok(())
 }

@@ -73,15 +73,22 @@ impl TokenVerifier {
             v.leeway = config.leeway.as_secs();
             v.validate_exp = true;
             v.validate_nbf = true;
-            v.set_required_spec_claims(&["exp"]);
+            let mut required = vec!["exp"];
             match &config.issuer {
-                Some(iss) => v.set_issuer(&[iss]),
+                Some(iss) => {
+                    v.set_issuer(&[iss]);
+                    required.push("iss");
+                }
                 None => v.iss = None,
             }
             match &config.audience {
-                Some(aud) => v.set_audience(&[aud]),
+                Some(aud) => {
+                    v.set_audience(&[aud]);
+                    required.push("aud");
+                }
                 None => v.validate_aud = false,
             }
+            v.set_required_spec_claims(&required);
             v
         };
         let hmac = config.secret.as_ref().map(|secret| KeyedValidation {
@@ -144,6 +151,7 @@ fn map_jwt_error(err: jsonwebtoken::errors::Error) -> AuthError {
             AuthError::AlgorithmNotAccepted
         }
         ErrorKind::MissingRequiredClaim(claim) if claim == "exp" => AuthError::MissingExpiry,
+        ErrorKind::MissingRequiredClaim(_) => AuthError::WrongIssuerOrAudience,
         ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => AuthError::WrongIssuerOrAudience,
         _ => AuthError::Malformed,
     }

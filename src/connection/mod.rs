@@ -50,6 +50,8 @@ pub struct Connection {
     pub token_expires_at: u64,
     pub messages_in: u64,
     pub messages_out: u64,
+    /// Echo mode (`--conformance-echo`): data frames are sent back as is.
+    pub echo: bool,
 }
 
 impl Connection {

@@ -38,6 +38,8 @@ pub struct AppState {
     /// Tracks the tasks that finish upgrades, so shutdown waits for them.
     pub tracker: TaskTracker,
     pub shutdown: CancellationToken,
+    /// Numbers the `--conformance-echo` pseudo-users.
+    pub echo_connections: std::sync::atomic::AtomicU64,
 }
 
 pub async fn route(
@@ -49,6 +51,9 @@ pub async fn route(
     let response = match (request.method(), segments.as_slice()) {
         (_, ["api", "v1", "ws"]) | (_, ["api", "v1", "ws", _]) => ws_route::handle(&state, request),
         (_, ["api", "v1", rest @ ..]) => api::handle(&state, request, rest).await,
+        (_, ["conformance", "echo"]) if state.config.conformance_echo => {
+            ws_route::handle_echo(&state, request)
+        }
         (&Method::GET, ["health"]) => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
         (&Method::GET, ["metrics"]) => {
             static_body("text/plain; version=0.0.4", state.metrics.render())

@@ -30,7 +30,7 @@ const SUBPROTOCOL: &str = "wsgate.v1";
 
 pub fn handle(state: &Arc<AppState>, mut request: Request<Incoming>) -> Response {
     match admit(state, &request) {
-        Ok(admitted) => upgrade(state, &mut request, admitted),
+        Ok(admitted) => upgrade(state, &mut request, admitted, false),
         Err((reason, error)) => {
             state.metrics.refused(reason);
             tracing::debug!(code = error.code, detail = %error.detail, "handshake refused");
@@ -43,6 +43,34 @@ struct Admitted {
     accept: HeaderValue,
     subprotocol: bool,
     connection: NewConnectionParts,
+}
+
+/// `GET /conformance/echo` (only with `--conformance-echo`): an
+/// unauthenticated echo connection on the real upgrade and write path, for
+/// the Autobahn TestSuite. Each gets its own pseudo-user, so capacity still
+/// applies but the per-user limit does not.
+pub fn handle_echo(state: &Arc<AppState>, mut request: Request<Incoming>) -> Response {
+    let accept = match upgrade::check_request(request.method(), request.headers()) {
+        Ok(accept) => accept,
+        Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
+    };
+    let n = state
+        .echo_connections
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let permit = match state.admission.try_admit(&format!("conformance-echo-{n}")) {
+        Ok(permit) => permit,
+        Err(_) => return ApiError::at_capacity(RETRY_CAPACITY_SECS).into_response(),
+    };
+    let claims = crate::auth::Claims {
+        user_id: format!("conformance-echo-{n}"),
+        expires_at: u64::MAX,
+    };
+    let admitted = Admitted {
+        accept,
+        subprotocol: false,
+        connection: NewConnectionParts { claims, permit },
+    };
+    upgrade(state, &mut request, admitted, true)
 }
 
 struct NewConnectionParts {
@@ -146,7 +174,12 @@ fn percent_decode(raw: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn upgrade(state: &Arc<AppState>, request: &mut Request<Incoming>, admitted: Admitted) -> Response {
+fn upgrade(
+    state: &Arc<AppState>,
+    request: &mut Request<Incoming>,
+    admitted: Admitted,
+    echo: bool,
+) -> Response {
     let on_upgrade = hyper::upgrade::on(request);
     let hub = state.hub.clone();
     let NewConnectionParts { claims, permit } = admitted.connection;
@@ -178,6 +211,7 @@ fn upgrade(state: &Arc<AppState>, request: &mut Request<Incoming>, admitted: Adm
             already_read: parts.read_buf,
             claims,
             permit,
+            echo,
         };
         if hub.register(connection).await.is_err() {
             tracing::debug!("shard gone during shutdown; connection dropped");

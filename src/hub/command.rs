@@ -25,6 +25,9 @@ pub struct NewConnection {
     pub already_read: Bytes,
     pub claims: Claims,
     pub permit: ConnectionPermit,
+    /// A `--conformance-echo` connection: echoes data frames back, with no
+    /// gateway protocol on top.
+    pub echo: bool,
 }
 
 /// Which of a shard's connections a delivery reaches.

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use tokio::sync::{mpsc, oneshot};
+use tungstenite::protocol::frame::coding::Data;
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 use tungstenite::Message;
 
@@ -386,13 +387,16 @@ impl Shard {
             token_expires_at: new.claims.expires_at,
             messages_in: 0,
             messages_out: 0,
+            echo: new.echo,
         });
         self.by_user.entry(user.clone()).or_default().push(key);
         self.metrics.connection_opened();
         self.publish_stats();
         tracing::debug!(shard = self.index, connection = %id, user = %user, "connection registered");
-        let established = server::connection_established(&self.ids, &id.to_string(), &user);
-        self.reply(key, established, OutKind::ConnectionEstablished);
+        if !new.echo {
+            let established = server::connection_established(&self.ids, &id.to_string(), &user);
+            self.reply(key, established, OutKind::ConnectionEstablished);
+        }
         if !new.already_read.is_empty() {
             self.process_input(key, &new.already_read);
         }
@@ -493,6 +497,10 @@ impl Shard {
         if !conn.is_open() {
             return;
         }
+        if conn.echo {
+            self.echo(key, message);
+            return;
+        }
         let parsed = match &message {
             Message::Text(text) => client::parse(text.as_str()),
             Message::Binary(_) => client::ParsedMessage {
@@ -549,6 +557,28 @@ impl Shard {
         }
         if let Some(upload) = outcome.cancelled_upload {
             self.upload_cancelled(key, &user, &upload);
+        }
+    }
+
+    /// Sends a data message back unchanged, through the normal write path.
+    fn echo(&mut self, key: usize, message: Message) {
+        let (kind, payload) = match &message {
+            Message::Text(text) => (Data::Text, text.as_bytes()),
+            Message::Binary(bytes) => (Data::Binary, &bytes[..]),
+            _ => return,
+        };
+        let framed = frame::data_frame(kind, |buf| buf.extend_from_slice(payload));
+        let Some(conn) = self.connections.get_mut(key) else {
+            return;
+        };
+        if !enqueue(
+            conn,
+            key,
+            Chunk::from(framed),
+            self.settings.max_queued_bytes,
+            &mut self.dirty,
+        ) {
+            self.close(key, CloseReason::SlowConsumer);
         }
     }
 

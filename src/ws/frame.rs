@@ -18,26 +18,32 @@ const MAX_HEADER: usize = 10;
 /// The payload is written after a reserved header gap and the header is
 /// slotted in front, so the payload is never copied into a second buffer.
 pub fn text_frame(write: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    data_frame(Data::Text, write)
+}
+
+/// Builds a single, final data frame (text or binary) of the payload
+/// written by `write`.
+pub fn data_frame(kind: Data, write: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     let mut buf = Vec::with_capacity(256);
     buf.resize(MAX_HEADER, 0);
     write(&mut buf);
     let payload_len = buf.len() - MAX_HEADER;
     let mut header = [0u8; MAX_HEADER];
-    let header_len = encode_header(payload_len as u64, &mut header);
+    let header_len = encode_header(kind, payload_len as u64, &mut header);
     let start = MAX_HEADER - header_len;
     buf[start..MAX_HEADER].copy_from_slice(&header[..header_len]);
     buf.drain(..start);
     buf
 }
 
-/// Encodes a final, unmasked text-frame header; returns its length.
-fn encode_header(payload_len: u64, out: &mut [u8; MAX_HEADER]) -> usize {
+/// Encodes a final, unmasked data-frame header; returns its length.
+fn encode_header(kind: Data, payload_len: u64, out: &mut [u8; MAX_HEADER]) -> usize {
     let header = FrameHeader {
         is_final: true,
         rsv1: false,
         rsv2: false,
         rsv3: false,
-        opcode: OpCode::Data(Data::Text),
+        opcode: OpCode::Data(kind),
         mask: None,
     };
     let mut cursor = std::io::Cursor::new(&mut out[..]);
