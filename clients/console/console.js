@@ -200,12 +200,30 @@ function connect() {
   client.on("state", ({ state, ...detail }) => {
     if (consoleState.client !== client) return;
     showState(state, detail);
-    if (state === "closed" || state === "reconnecting") {
-      const lc = client.lastClose;
-      if (lc) ui.closeInfo.textContent = `last close: ${lc.code}${lc.reason ? " \u201c" + lc.reason + "\u201d" : ""}`;
-    }
     log("local", `state: ${state}`, detail && Object.keys(detail).length ? detail : undefined);
     renderSubscriptions();
+  });
+  // The close code of the last connection that was open, and how many attempts failed since.
+  let lastOpenClose = null;
+  let failed = 0;
+  const showClose = () => {
+    const parts = [];
+    if (lastOpenClose) parts.push(`last close: ${lastOpenClose.code}${lastOpenClose.reason ? " \u201c" + lastOpenClose.reason + "\u201d" : ""}`);
+    if (failed) parts.push(`${failed} failed attempt${failed > 1 ? "s" : ""} since`);
+    ui.closeInfo.textContent = parts.join(" \u00b7 ");
+    ui.closeInfo.dataset.code = lastOpenClose ? String(lastOpenClose.code) : "";
+  };
+  client.on("closed", (d) => {
+    if (consoleState.client !== client) return;
+    if (d.opened || d.byClient) {
+      lastOpenClose = d;
+      failed = 0;
+    } else failed++;
+    showClose();
+  });
+  client.on("open", () => {
+    failed = 0;
+    showClose();
   });
   client.on("giveup", (d) => log("local", "gave up reconnecting", d));
   client.on("established", () => showState(client.state));

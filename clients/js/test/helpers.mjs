@@ -177,3 +177,68 @@ export function freezableProxy(targetPort) {
     });
   });
 }
+
+/**
+ * Serve the console from this checkout's files and relay everything else (HTTP and the
+ * WebSocket upgrade) to a wsgate on targetPort. Used when the binary does not serve /console
+ * itself, or serves a copy that differs from the files on disk (a stale build).
+ */
+export async function consoleFromDisk(targetPort) {
+  const { createServer, request } = await import("node:http");
+  const { readFileSync } = await import("node:fs");
+  const files = {
+    "/console": ["../console/index.html", "text/html; charset=utf-8"],
+    "/console/": ["../console/index.html", "text/html; charset=utf-8"],
+    "/console/console.css": ["../console/console.css", "text/css; charset=utf-8"],
+    "/console/console.js": ["../console/console.js", "text/javascript; charset=utf-8"],
+    "/console/wsgate.js": ["wsgate.js", "text/javascript; charset=utf-8"],
+  };
+  const sockets = new Set();
+  const srv = createServer((req, res) => {
+    const pathname = new URL(req.url, "http://x").pathname;
+    const f = files[pathname];
+    if (f) {
+      res.writeHead(200, { "content-type": f[1], "cache-control": "no-store" });
+      res.end(readFileSync(path.resolve(JS_DIR, f[0])));
+      return;
+    }
+    const up = request({ host: "127.0.0.1", port: targetPort, method: req.method, path: req.url, headers: req.headers }, (ur) => {
+      res.writeHead(ur.statusCode, ur.headers);
+      ur.pipe(res);
+    });
+    up.on("error", () => {
+      res.writeHead(502);
+      res.end();
+    });
+    req.pipe(up);
+  });
+  srv.on("upgrade", (req, client, head) => {
+    const upstream = net.connect(targetPort, "127.0.0.1", () => {
+      let raw = `${req.method} ${req.url} HTTP/1.1\r\n`;
+      for (let i = 0; i < req.rawHeaders.length; i += 2) raw += `${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}\r\n`;
+      upstream.write(raw + "\r\n");
+      if (head.length) upstream.write(head);
+      upstream.pipe(client);
+      client.pipe(upstream);
+    });
+    sockets.add(client).add(upstream);
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on("error", end).on("close", end);
+    upstream.on("error", end).on("close", end);
+  });
+  srv.on("connection", (s) => {
+    sockets.add(s);
+    s.on("close", () => sockets.delete(s));
+  });
+  await new Promise((r) => srv.listen(0, "127.0.0.1", r));
+  return {
+    url: `http://127.0.0.1:${srv.address().port}`,
+    close() {
+      for (const s of sockets) s.destroy();
+      return new Promise((r) => srv.close(() => r()));
+    },
+  };
+}
