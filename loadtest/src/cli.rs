@@ -67,6 +67,10 @@ pub struct Cli {
     #[arg(short = 'm', long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub broadcasts: u64,
 
+    /// Unreported warm-up broadcasts before the measured ones (fanout).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    pub warmup: u64,
+
     /// Payload sizes in bytes of the serialized `data` object, comma separated (fanout,
     /// throughput, churn use the first).
     #[arg(long, default_value = "100", value_parser = parse_payload, value_delimiter = ',')]
@@ -88,7 +92,8 @@ pub struct Cli {
     #[arg(long, value_parser = parse_duration)]
     pub hold: Option<Duration>,
 
-    /// Handshakes in flight per generator process.
+    /// Handshakes in flight, in total over all generator processes (a server pinned to one
+    /// core with a 128-deep accept backlog drops SYNs past that: 1 s retransmits).
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub concurrency: u64,
 

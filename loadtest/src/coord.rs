@@ -371,14 +371,20 @@ async fn fanout(
     );
     let mut rows = Vec::new();
     let mut seq = 0u64;
-    for &size in &cli.payload {
+    // An optional warm-up phase (not reported), then one phase per payload size.
+    let mut phases: Vec<(usize, u64, bool)> = Vec::new();
+    if cli.warmup > 0 {
+        phases.push((cli.payload[0], cli.warmup, false));
+    }
+    phases.extend(cli.payload.iter().map(|&p| (p, cli.broadcasts, true)));
+    for (size, count, keep) in phases {
         let from = seq;
         let mut ttl = stats::new_hist();
         let mut failed_seqs = Vec::new();
         let mut publish_errors = BTreeMap::new();
         let (mut timeouts, mut delivered_mismatch) = (0u64, 0u64);
         let phase_start = Instant::now();
-        for _ in 0..cli.broadcasts {
+        for _ in 0..count {
             if Instant::now() >= deadline {
                 worker::tally(&mut publish_errors, "global timeout".into());
                 break;
@@ -443,6 +449,12 @@ async fn fanout(
             .await;
         let m = merge_results(&rs);
         let hist = stats::merge_encoded(rs.iter().map(|r| r.hist.as_str()))?;
+        if !keep {
+            if m.lost + m.dup > 0 {
+                eprintln!("warm-up: {} lost, {} duplicated deliveries", m.lost, m.dup);
+            }
+            continue;
+        }
         let mut row = base.row();
         row.push("payload_bytes", json!(size));
         row.push("subscribers", json!(connected));

@@ -231,7 +231,9 @@ async fn subscribers(ctx: Arc<Ctx>, mut cmds: mpsc::UnboundedReceiver<ToWorker>)
     }));
     let (stop_tx, stop_rx) = watch::channel(false);
     let (up_tx, mut up_rx) = mpsc::unbounded_channel::<Outcome>();
-    let sem = Arc::new(Semaphore::new(cli.concurrency as usize));
+    let sem = Arc::new(Semaphore::new(
+        share(cli.concurrency, ctx.index, ctx.count).max(1) as usize,
+    ));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(n as usize);
     for conn in 0..n {
@@ -428,7 +430,9 @@ async fn ping(ctx: Arc<Ctx>, mut cmds: mpsc::UnboundedReceiver<ToWorker>) -> Res
     let (stop_tx, stop_rx) = watch::channel(false);
     let (up_tx, mut up_rx) = mpsc::unbounded_channel::<Outcome>();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
-    let sem = Arc::new(Semaphore::new(cli.concurrency as usize));
+    let sem = Arc::new(Semaphore::new(
+        share(cli.concurrency, ctx.index, ctx.count).max(1) as usize,
+    ));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for conn in 0..n {
