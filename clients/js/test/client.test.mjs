@@ -356,3 +356,56 @@ test("the send queue is bounded while disconnected; close() rejects what is left
   await assert.rejects(b, (e) => e.code === "CLOSED");
   await assert.rejects(c, (e) => e.code === "CLOSED");
 });
+
+describe("abrupt server death", () => {
+  let server;
+  after(async () => {
+    await server?.stop();
+  });
+
+  test("SIGKILL: the client sees 1006, reconnects to the new server on the same port and resubscribes", async (t) => {
+    server = await startServer();
+    const port = server.port;
+    const user = uniqueUser("killed");
+    const client = makeClient(t, server, { token: mintToken(user), maxFailedOpens: 100 });
+    client.connect();
+    await client.subscribe(["review.deleted"]);
+    const closed = client.once("closed");
+    await server.stop("SIGKILL");
+    const info = await closed;
+    assert.equal(info.code, 1006);
+    assert.equal(info.willReconnect, true);
+    server = await startServer({ port });
+    await client.once("resubscribed");
+    const got = client.once("message");
+    const pub = await api(server, "POST", "/api/v1/events", { type: "review.deleted", data: { review_id: "r9" } });
+    assert.equal(pub.body.delivered, 1);
+    assert.equal((await got).data.review_id, "r9");
+  });
+});
+
+describe("token expiry while connected", () => {
+  let server;
+  before(async () => {
+    server = await startServer();
+  });
+  after(async () => {
+    await server?.stop();
+  });
+
+  test("a 4001 close is followed by a reconnect with a fresh token from getToken()", async (t) => {
+    const user = uniqueUser("exp");
+    let calls = 0;
+    const client = makeClient(t, server, {
+      getToken: () => mintToken(user, { ttl: ++calls === 1 ? 2 : 3600 }),
+    });
+    client.connect();
+    await client.subscribe(["file.ready"]);
+    const closed = await client.once("closed");
+    assert.equal(closed.code, 4001, `expected 4001 (token expired), got ${closed.code} ${closed.reason}`);
+    assert.equal(closed.willReconnect, true);
+    await client.once("resubscribed");
+    assert.equal(calls, 2);
+    assert.equal(client.state, "open");
+  });
+});
