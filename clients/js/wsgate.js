@@ -224,6 +224,7 @@ export class WsgateClient {
   connect() {
     if (this._wantOpen && this.state !== State.CLOSED) return this;
     this._wantOpen = true;
+    this._watchOnline(true);
     this._failedOpens = 0;
     this._attempt = 0;
     this._open();
@@ -236,6 +237,7 @@ export class WsgateClient {
    */
   close(code = 1000, reason = "client closed") {
     this._wantOpen = false;
+    this._watchOnline(false);
     this._gen++;
     this._clearTimers();
     const ws = this._ws;
@@ -390,6 +392,7 @@ export class WsgateClient {
     const detail = { ...info, opened, willReconnect: decision, failedOpens: this._failedOpens };
     if (!decision) {
       this._wantOpen = false;
+      this._watchOnline(false);
       this._rejectAll(new WsgateError("CLOSED", `connection closed (${info.code}${info.reason ? " " + info.reason : ""}) and not reconnecting`), true);
       this._queue = [];
       this._setState(State.CLOSED, detail);
@@ -404,6 +407,22 @@ export class WsgateClient {
       this._timers.reconnect = null;
       if (this._wantOpen) this._open();
     }, delay);
+  }
+
+  /** In a browser, a reconnect waiting for its backoff goes at once when the network comes back. */
+  _watchOnline(on) {
+    const target = globalThis.window;
+    if (!target || typeof target.addEventListener !== "function") return;
+    if (!this._onOnline)
+      this._onOnline = () => {
+        if (this._wantOpen && this.state === State.RECONNECTING) {
+          clearTimeout(this._timers.reconnect);
+          this._timers.reconnect = null;
+          this._open();
+        }
+      };
+    if (on) target.addEventListener("online", this._onOnline);
+    else target.removeEventListener("online", this._onOnline);
   }
 
   _decideReconnect(info, opened) {
