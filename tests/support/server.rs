@@ -150,8 +150,12 @@ impl ServerBuilder {
             stderr,
             stdout_lines,
             exit: None,
+            // No pooled connections: a server may close a keep-alive
+            // connection after answering early (e.g. a 401 before reading
+            // the body), and a pooled POST would then fail on EOF.
             agent: ureq::AgentBuilder::new()
                 .timeout(Duration::from_secs(20))
+                .max_idle_connections(0)
                 .build(),
         }
     }
