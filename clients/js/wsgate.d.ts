@@ -135,6 +135,8 @@ export interface WsgateClientOptions {
   requestTimeout?: number;
   /** messages kept while not connected; the oldest are dropped first (default 100) */
   queueLimit?: number;
+  /** ms a connection must stay open for the backoff to start again from backoffInitial (default 5000) */
+  stableAfter?: number;
   /** random source for the jitter, for tests */
   random?: () => number;
 }

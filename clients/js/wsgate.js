@@ -83,6 +83,7 @@ const DEFAULTS = {
   deadTimeout: undefined, // default: 2.5 x pingInterval (0 when pings are off)
   requestTimeout: 10000,
   queueLimit: 100,
+  stableAfter: 5000,
   random: Math.random,
 };
 
@@ -133,6 +134,7 @@ export class WsgateClient {
     const o = this.options;
     if (o.deadTimeout === undefined) o.deadTimeout = o.pingInterval > 0 ? Math.round(o.pingInterval * 2.5) : 0;
     if (!["subprotocol", "query", "path"].includes(o.auth)) throw new TypeError(`wsgate: unknown auth mode ${o.auth}`);
+    endpointUrl(o.url); // throws now, not later inside a reconnect, when there is no usable URL
 
     /** seed-compatible: one handler per message type, called with (data, message) */
     this.messageHandlers = new Map();
@@ -160,6 +162,7 @@ export class WsgateClient {
     this._pingIds = new Map(); // pingId -> sent at
     this._timers = { reconnect: null, open: null, ping: null, dead: null, resub: null, errclose: null };
     this._wantOpen = false;
+    this._openedAt = 0;
   }
 
   // ---------------------------------------------------------------- events
@@ -291,6 +294,7 @@ export class WsgateClient {
     const WS = this.options.WebSocket || globalThis.WebSocket;
     if (!WS) {
       this._wantOpen = false;
+      this._watchOnline(false);
       this._emit("error", new WsgateError("NO_WEBSOCKET", "no WebSocket constructor: pass the WebSocket option, or run Node 20 with --experimental-websocket"));
       this._setState(State.CLOSED, { code: 1006, reason: "no WebSocket", willReconnect: false });
       return;
@@ -325,6 +329,7 @@ export class WsgateClient {
       clearTimeout(this._timers.open);
       this._timers.open = null;
       this._failedOpens = 0;
+      this._openedAt = Date.now();
       this._setState(State.OPEN, { attempt: this._attempt });
       this._startKeepalive();
       this._resubscribe();
@@ -366,7 +371,7 @@ export class WsgateClient {
     this._detach(ws);
     if (this._ws === ws) this._ws = null;
     try {
-      ws.close(4000, reason.slice(0, 120));
+      ws.close(1000, reason.slice(0, 120));
     } catch {
       try {
         ws.close();
@@ -379,6 +384,10 @@ export class WsgateClient {
     this._clearTimers();
     this.lastClose = info;
     if (!opened) this._failedOpens++;
+    // A connection that stayed up a while was a good one: the next reconnect starts from a short
+    // delay. One that drops at once (closed for abuse, 1008, or as a slow consumer, 4008, again and
+    // again) keeps climbing the backoff.
+    else if (Date.now() - this._openedAt >= this.options.stableAfter) this._attempt = 0;
     // Requests already on the wire will get no reply on the next connection.
     for (const [id, p] of this._pending) {
       if (p.sent) {
@@ -396,8 +405,7 @@ export class WsgateClient {
       this._rejectAll(new WsgateError("CLOSED", `connection closed (${info.code}${info.reason ? " " + info.reason : ""}) and not reconnecting`), true);
       this._queue = [];
       this._setState(State.CLOSED, detail);
-      if (this._failedOpens >= this.options.maxFailedOpens || info.code === CloseCode.DISCONNECTED_BY_SERVER)
-        this._emit("giveup", detail);
+      this._emit("giveup", detail);
       return;
     }
     this._emit("closed", detail); // a per-socket close while we go on reconnecting
@@ -491,7 +499,6 @@ export class WsgateClient {
     if (msg.type === "connection.established") {
       this.connectionId = data.connection_id ?? null;
       this.userId = data.user_id ?? null;
-      this._attempt = 0; // a good connection: the next reconnect starts from a short delay
       this._emit("established", data);
     } else if (msg.type === "pong" && data.pingId != null && this._pingIds.has(data.pingId)) {
       this.latency = Date.now() - this._pingIds.get(data.pingId);
@@ -679,8 +686,14 @@ export class WsgateClient {
       this.confirmedSubscriptions = this.confirmedSubscriptions.filter((e) => !events.includes(e));
       return { events, subscriptions: [...this.subscriptions].sort(), pending: true };
     }
-    const reply = await this.request("unsubscribe", { events }, opts);
-    return reply.data;
+    try {
+      const reply = await this.request("unsubscribe", { events }, opts);
+      return reply.data;
+    } catch (e) {
+      // The next connection will not subscribe to them: done as far as the app is concerned.
+      if (e.code === "CONNECTION_LOST" && this._wantOpen) return { events, subscriptions: [...this.subscriptions].sort(), pending: true };
+      throw e;
+    }
   }
 
   /** `upload.cancel` -> `upload.cancel.acknowledged`. */
