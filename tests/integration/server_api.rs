@@ -416,7 +416,7 @@ fn health_is_public_and_ok() {
 }
 
 #[test]
-fn console_is_served() {
+fn console_is_served_without_external_resources() {
     let server = TestServer::start(&[]);
     let r = server.get_public("/console");
     r.expect_status(200);
@@ -426,10 +426,34 @@ fn console_is_served() {
         "console is an HTML page: {:?}",
         r.headers
     );
-    let lower = r.text.to_lowercase();
+    // Every src/href must be local; local assets must be served.
+    let mut refs = Vec::new();
+    for attr in ["src=", "href="] {
+        for (pos, _) in r.text.match_indices(attr) {
+            let rest = &r.text[pos + attr.len()..];
+            let Some(quote) = rest.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+                continue;
+            };
+            let value: String = rest[1..].chars().take_while(|c| *c != quote).collect();
+            refs.push(value);
+        }
+    }
+    for v in &refs {
+        let lower = v.to_lowercase();
+        assert!(
+            !(lower.starts_with("http:") || lower.starts_with("https:") || lower.starts_with("//")),
+            "console loads an external resource: {v}"
+        );
+        if v.starts_with('/') {
+            server.get_public(v).expect_status(200);
+        } else if !v.contains(':') && !v.starts_with('#') && !v.is_empty() {
+            // Relative to /console.
+            server.get_public(&format!("/{v}")).expect_status(200);
+        }
+    }
     assert!(
-        !lower.contains("src=\"http") && !lower.contains("href=\"http"),
-        "console must not load external resources"
+        !r.text.to_lowercase().contains("url(http") && !r.text.contains("@import \"http"),
+        "console CSS loads an external resource"
     );
 }
 
