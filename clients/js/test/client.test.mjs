@@ -38,6 +38,19 @@ describe("pure helpers", () => {
     assert.equal(lo._backoff(), 0);
   });
 
+  test("the backoff starts over only after a connection that stayed open for stableAfter", () => {
+    const c = new WsgateClient({ url: "ws://x", token: "t", reconnect: false, stableAfter: 1000 });
+    c._wantOpen = true;
+    c._attempt = 5;
+    c._openedAt = Date.now() - 10; // dropped right after opening: keep climbing
+    c._afterClose({ code: 1008, reason: "", wasClean: true }, true);
+    assert.equal(c._attempt, 5);
+    c._wantOpen = true;
+    c._openedAt = Date.now() - 5000; // a good connection
+    c._afterClose({ code: 1001, reason: "", wasClean: true }, true);
+    assert.equal(c._attempt, 0);
+  });
+
   test("SUBSCRIBABLE_EVENTS lists the 12 events of the SPEC", () => {
     assert.equal(SUBSCRIBABLE_EVENTS.length, 12);
     assert.ok(SUBSCRIBABLE_EVENTS.includes("upload.progress") && SUBSCRIBABLE_EVENTS.includes("file.ready"));
@@ -77,6 +90,23 @@ describe("against a running wsgate", () => {
       await established;
       client.close();
     }
+  });
+
+  test("the WebSocket option supplies the constructor (what Node 20 without the flag needs)", async (t) => {
+    const made = [];
+    class Counting extends globalThis.WebSocket {
+      constructor(url, protocols) {
+        super(url, protocols);
+        made.push({ url, protocols });
+      }
+    }
+    const token = mintToken(uniqueUser());
+    const client = makeClient(t, server, { token, WebSocket: Counting });
+    client.connect();
+    await client.once("established");
+    assert.equal(made.length, 1);
+    assert.equal(made[0].url, `${server.wsUrl}/api/v1/ws`);
+    assert.deepEqual(made[0].protocols, ["wsgate.v1", `bearer.${token}`]);
   });
 
   test("ping resolves with the pong that carries reply_to and the pingId", async (t) => {
