@@ -7,7 +7,11 @@ use serde_json::{json, Value};
 
 #[test]
 fn json_log_lines_parse_and_tokens_never_appear() {
-    let mut server = TestServer::start(&["--log-format", "json"]);
+    // Debug level everywhere, so refusals and connection events are logged.
+    let mut server = TestServer::builder()
+        .args(&["--log-format", "json"])
+        .env("RUST_LOG", "debug")
+        .start();
     let mut tokens = Vec::new();
     for (i, via) in ALL_VIAS.into_iter().enumerate() {
         let token = server.token(&format!("log-user-{i}"));
@@ -71,7 +75,7 @@ fn json_log_lines_parse_and_tokens_never_appear() {
 
 #[test]
 fn text_logs_never_contain_tokens() {
-    let mut server = TestServer::start(&[]);
+    let mut server = TestServer::builder().env("RUST_LOG", "debug").start();
     let token = server.token("text-user");
     server.ws_token(&token).assert_alive();
     let status = Upgrade::get(&format!("/api/v1/ws/{token}x"))
