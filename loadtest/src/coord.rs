@@ -101,6 +101,17 @@ impl Links {
             .collect()
     }
 
+    /// CPU seconds of this process and the worker children.
+    pub fn gen_cpu(&self) -> f64 {
+        let me = cpu_s(std::process::id()).unwrap_or(0.0);
+        me + self
+            .children
+            .iter()
+            .filter_map(|c| c.id())
+            .filter_map(cpu_s)
+            .sum::<f64>()
+    }
+
     pub async fn shutdown(mut self) {
         let _ = self.send_all(&ToWorker::Stop).await;
         self.writers.clear(); // EOF on the workers' stdin
@@ -216,6 +227,55 @@ fn forward_lines<R>(
     });
 }
 
+/// CPU seconds (user + system) of a process, from /proc/PID/stat.
+pub fn cpu_s(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat_cpu(&s)
+}
+
+pub fn parse_stat_cpu(stat: &str) -> Option<f64> {
+    // fields after "(comm)": state is field 3; utime and stime are fields 14 and 15
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ut: f64 = f.get(11)?.parse().ok()?;
+    let st: f64 = f.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as f64 } else { 100.0 };
+    Some((ut + st) / hz)
+}
+
+/// CPU use of the server and of the generator processes over a measured span.
+pub struct CpuMeter {
+    server: Option<f64>,
+    gen: f64,
+    t: Instant,
+}
+
+impl CpuMeter {
+    pub fn start(cli: &Cli, links: &Links) -> Self {
+        Self {
+            server: cli.server_pid.and_then(cpu_s),
+            gen: links.gen_cpu(),
+            t: Instant::now(),
+        }
+    }
+
+    /// Adds `server_cpu_pct` and `gen_cpu_pct` (100 = one core busy all along).
+    pub fn finish(&self, cli: &Cli, links: &Links, row: &mut Row) {
+        let wall = self.t.elapsed().as_secs_f64().max(1e-9);
+        let server = match (self.server, cli.server_pid.and_then(cpu_s)) {
+            (Some(a), Some(b)) => Some(round2((b - a) / wall * 100.0)),
+            _ => None,
+        };
+        row.push("server_cpu_pct", json!(server));
+        row.push(
+            "gen_cpu_pct",
+            json!(round2((links.gen_cpu() - self.gen) / wall * 100.0)),
+        );
+    }
+}
+
 /// VmRSS of a process in KiB.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -248,18 +308,26 @@ impl Base {
     }
 }
 
-fn merge_readies(rs: &[Ready]) -> Result<(u64, u64, f64, Hist, BTreeMap<String, u64>)> {
+struct Merged {
+    connected: u64,
+    failed: u64,
+    connect_s: f64,
+    hist: Hist,
+    errors: BTreeMap<String, u64>,
+}
+
+fn merge_readies(rs: &[Ready]) -> Result<Merged> {
     let mut errors = BTreeMap::new();
     for r in rs {
         add_errors(&mut errors, &r.errors);
     }
-    Ok((
-        rs.iter().map(|r| r.connected).sum(),
-        rs.iter().map(|r| r.failed).sum(),
-        rs.iter().map(|r| r.connect_s).fold(0.0, f64::max),
-        stats::merge_encoded(rs.iter().map(|r| r.hist.as_str()))?,
+    Ok(Merged {
+        connected: rs.iter().map(|r| r.connected).sum(),
+        failed: rs.iter().map(|r| r.failed).sum(),
+        connect_s: rs.iter().map(|r| r.connect_s).fold(0.0, f64::max),
+        hist: stats::merge_encoded(rs.iter().map(|r| r.hist.as_str()))?,
         errors,
-    ))
+    })
 }
 
 fn round2(x: f64) -> f64 {
@@ -305,9 +373,16 @@ async fn connect(
 ) -> Result<Vec<Row>> {
     let rss0 = rss(cli);
     let mut links = spawn(cli, target, run_id).await?;
+    let cpu = CpuMeter::start(cli, &links);
     let readies = links.readies(deadline).await?;
     let rss1 = rss(cli);
-    let (connected, failed, connect_s, hist, errors) = merge_readies(&readies)?;
+    let Merged {
+        connected,
+        failed,
+        connect_s,
+        hist,
+        errors,
+    } = merge_readies(&readies)?;
     let mut row = base.row();
     row.push("connected", json!(connected));
     row.push("failed", json!(failed));
@@ -326,6 +401,7 @@ async fn connect(
         _ => None,
     };
     row.push("rss_per_conn_kib", json!(per_conn));
+    cpu.finish(cli, &links, &mut row);
     row.push("connect_errors", errors_json(&errors));
     row.set_counts(0, 0, failed);
     if let Some(hold) = cli.hold {
@@ -361,7 +437,13 @@ async fn fanout(
 ) -> Result<Vec<Row>> {
     let mut links = spawn(cli, target, run_id).await?;
     let readies = links.readies(deadline).await?;
-    let (connected, failed, connect_s, _hs, cerrors) = merge_readies(&readies)?;
+    let Merged {
+        connected,
+        failed,
+        connect_s,
+        errors: cerrors,
+        ..
+    } = merge_readies(&readies)?;
     let expecting: Vec<bool> = readies.iter().map(|r| r.connected > 0).collect();
     let mut http = HttpClient::new(
         target.addr,
@@ -384,6 +466,7 @@ async fn fanout(
         let mut publish_errors = BTreeMap::new();
         let (mut timeouts, mut delivered_mismatch) = (0u64, 0u64);
         let phase_start = Instant::now();
+        let cpu = CpuMeter::start(cli, &links);
         for _ in 0..count {
             if Instant::now() >= deadline {
                 worker::tally(&mut publish_errors, "global timeout".into());
@@ -437,6 +520,8 @@ async fn fanout(
             }
         }
         let phase_s = phase_start.elapsed().as_secs_f64();
+        let mut cpu_row = Row::new();
+        cpu.finish(cli, &links, &mut cpu_row);
         links
             .send_all(&ToWorker::EndPhase {
                 from,
@@ -478,6 +563,7 @@ async fn fanout(
         row.push("ttl_p99_ms", json!(ts.p99_ms));
         row.push("ttl_max_ms", json!(ts.max_ms));
         row.push("broadcast_timeouts", json!(timeouts));
+        row.extend(cpu_row);
         row.push("delivered_mismatch", json!(delivered_mismatch));
         let mut errs = cerrors.clone();
         add_errors(&mut errs, &m.errors);
@@ -513,12 +599,19 @@ async fn throughput(
 ) -> Result<Vec<Row>> {
     let mut links = spawn(cli, target, run_id).await?;
     let readies = links.readies(deadline).await?;
-    let (connected, failed, connect_s, _hs, cerrors) = merge_readies(&readies)?;
+    let Merged {
+        connected,
+        failed,
+        connect_s,
+        errors: cerrors,
+        ..
+    } = merge_readies(&readies)?;
     let size = cli.payload[0];
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let totals = Arc::new(Mutex::new(PubTotals::default()));
     let start_ns = mono_ns();
     let started = Instant::now();
+    let cpu = CpuMeter::start(cli, &links);
     let stop_at = (started + cli.duration).min(deadline);
     let mut tasks = Vec::new();
     for _ in 0..cli.in_flight {
@@ -561,6 +654,8 @@ async fn throughput(
         let _ = t.await;
     }
     let pub_s = started.elapsed().as_secs_f64();
+    let mut cpu_row = Row::new();
+    cpu.finish(cli, &links, &mut cpu_row);
     let total = next.load(std::sync::atomic::Ordering::Relaxed);
     let (ok, failed_seqs, perrs, mismatch) = {
         let t = totals.lock().unwrap_or_else(|p| p.into_inner());
@@ -604,6 +699,7 @@ async fn throughput(
     );
     row.push_summary("latency", &stats::summarize(&hist));
     row.push("delivered_mismatch", json!(mismatch));
+    row.extend(cpu_row);
     let mut errs = cerrors;
     add_errors(&mut errs, &m.errors);
     add_errors(&mut errs, &perrs);
@@ -628,9 +724,16 @@ async fn ping(
 ) -> Result<Vec<Row>> {
     let mut links = spawn(cli, target, run_id).await?;
     let readies = links.readies(deadline).await?;
-    let (connected, failed, connect_s, _hs, cerrors) = merge_readies(&readies)?;
+    let Merged {
+        connected,
+        failed,
+        connect_s,
+        errors: cerrors,
+        ..
+    } = merge_readies(&readies)?;
     let ms = cli.duration.as_millis() as u64;
     let started = Instant::now();
+    let cpu = CpuMeter::start(cli, &links);
     links.send_all(&ToWorker::Go { ms, cycles: None }).await?;
     let rs = links
         .results(
@@ -642,6 +745,8 @@ async fn ping(
         .elapsed()
         .as_secs_f64()
         .min(cli.duration.as_secs_f64() + cli.op_timeout.as_secs_f64());
+    let mut cpu_row = Row::new();
+    cpu.finish(cli, &links, &mut cpu_row);
     let m = merge_results(&rs);
     let hist = stats::merge_encoded(rs.iter().map(|r| r.hist.as_str()))?;
     let span = if m.last_ns > m.first_ns {
@@ -660,6 +765,7 @@ async fn ping(
         json!(round2(m.ops as f64 / span.max(1e-9))),
     );
     row.push_summary("rtt", &stats::summarize(&hist));
+    row.extend(cpu_row);
     row.push("pong_timeouts", json!(m.lost));
     row.push("stray_pongs", json!(m.unexpected));
     let mut errs = cerrors;
@@ -688,6 +794,7 @@ async fn churn(
         cli.op_timeout.max(Duration::from_secs(10)),
     );
     let started = Instant::now();
+    let cpu = CpuMeter::start(cli, &links);
     links
         .send_all(&ToWorker::Go {
             ms: cli.duration.as_millis() as u64,
@@ -738,6 +845,8 @@ async fn churn(
         .into_iter()
         .map(|r| r.unwrap_or_else(|| missing_result("worker result timed out")))
         .collect();
+    let mut cpu_row = Row::new();
+    cpu.finish(cli, &links, &mut cpu_row);
     links.shutdown().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_end = rss(cli);
@@ -749,6 +858,7 @@ async fn churn(
     row.push("duration_s", json!(round2(span)));
     row.push("cycles_per_s", json!(round2(m.ops as f64 / span.max(1e-9))));
     row.push_summary("cycle", &stats::summarize(&hist));
+    row.extend(cpu_row);
     row.push("broadcasts_published", json!(published));
     row.push("no_broadcast_cycles", json!(m.lost));
     row.push("rss_start_kib", json!(rss_start));
@@ -777,5 +887,14 @@ mod tests {
         assert_eq!(parse_vmrss("Name: x\n"), None);
         assert_eq!(parse_vmrss("VmRSS: lots kB\n"), None);
         assert!(rss_kib(std::process::id()).unwrap_or(0) > 0);
+    }
+
+    #[test]
+    fn stat_cpu() {
+        let s = "123 (a b) c) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 1 0";
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        assert_eq!(parse_stat_cpu(s), Some(300.0 / hz));
+        assert_eq!(parse_stat_cpu("garbage"), None);
+        assert!(cpu_s(std::process::id()).is_some());
     }
 }

@@ -268,7 +268,7 @@ mod tests {
         assert_eq!(h.status, 200);
         assert_eq!(h.content_length, Some(12));
         assert!(!h.close && !h.chunked);
-        assert_eq!(h.len, 38);
+        assert_eq!(h.len, 39);
         let h = parse_head(
             b"HTTP/1.1 401 Unauthorized\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
         )

@@ -32,6 +32,13 @@ impl Row {
         }
     }
 
+    /// Appends the fields of `other` (not its counts or histogram).
+    pub fn extend(&mut self, other: Row) {
+        for (k, v) in other.fields {
+            self.push(&k, v);
+        }
+    }
+
     pub fn get(&self, k: &str) -> Option<&Value> {
         self.fields.iter().find(|(key, _)| key == k).map(|(_, v)| v)
     }
