@@ -21,11 +21,13 @@ pub use outbound::{Chunk, Outbound};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     Open,
-    /// We sent (or answered) a close frame; the connection is dropped once
-    /// the queue is flushed and the peer's close arrives, or at `deadline`.
+    /// We sent (or answered) a close frame. The connection is dropped at
+    /// `deadline` at the latest, or as soon as the queue is flushed when
+    /// `drop_when_flushed` (the peer already closed, or the connection is
+    /// being failed for a protocol error and must not be read any more).
     Closing {
         deadline: Instant,
-        peer_closed: bool,
+        drop_when_flushed: bool,
     },
 }
 

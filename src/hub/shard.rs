@@ -720,9 +720,12 @@ impl Shard {
                 Err(_) => self.remove(key),
                 Ok(Flushed::All) => {
                     if let Phase::Closing {
-                        peer_closed: true, ..
+                        drop_when_flushed: true,
+                        ..
                     } = conn.phase
                     {
+                        // FIN after the close frame, before the fd goes.
+                        let _ = conn.socket.shutdown(std::net::Shutdown::Write);
                         self.remove(key);
                     }
                 }
@@ -770,7 +773,15 @@ impl Shard {
         conn.outbound.push_unbounded(Chunk::from(io.output));
         conn.phase = Phase::Closing {
             deadline: Instant::now() + CLOSE_GRACE,
-            peer_closed: false,
+            // RFC 6455 §7.1.7: failing the connection on bad input means
+            // closing TCP once the close frame is out, not waiting for a
+            // peer that already misbehaves.
+            drop_when_flushed: matches!(
+                reason,
+                CloseReason::ProtocolViolation
+                    | CloseReason::InvalidPayload
+                    | CloseReason::MessageTooBig
+            ),
         };
         tracing::debug!(shard = self.index, connection = %conn.id, code = reason.code(), reason = reason.label(), "closing");
         self.mark_dirty(key);
@@ -787,7 +798,7 @@ impl Shard {
         let conn = &mut self.connections[key];
         conn.phase = Phase::Closing {
             deadline: Instant::now() + CLOSE_GRACE,
-            peer_closed: true,
+            drop_when_flushed: true,
         };
         self.mark_dirty(key);
     }
@@ -872,5 +883,33 @@ impl Shard {
             }
         }
         self.expired = expired;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Guards the per-connection footprint behind the "2 KiB per idle
+    /// connection" target: the slab entry must stay small.
+    #[test]
+    fn connection_state_stays_small() {
+        let size = std::mem::size_of::<Connection>();
+        eprintln!("size_of::<Connection>() = {size}");
+        assert!(size <= 768, "Connection grew to {size} bytes");
+    }
+
+    #[test]
+    fn tick_is_a_fraction_of_the_shortest_timer() {
+        let settings = ShardSettings {
+            max_message_size: 65536,
+            max_queued_bytes: 1 << 20,
+            heartbeat_interval: Duration::from_millis(200),
+            connection_timeout: Duration::from_secs(60),
+            cleanup_interval: Duration::from_secs(30),
+            rate_limit_messages: 100,
+            rate_limit_window: Duration::from_secs(60),
+        };
+        assert_eq!(settings.tick(), Duration::from_millis(50));
     }
 }
