@@ -15,6 +15,9 @@ cargo build --workspace --all-targets
 step "cargo test --workspace"
 cargo test --workspace
 
+step "RFC 6455 conformance (Autobahn TestSuite against --conformance-echo)"
+WSGATE_BIN="$root/target/debug/wsgate" bash tests/conformance.sh
+
 if [ -x clients/js/test/run.sh ]; then
   step "JS client library and console tests (Node + headless Chromium)"
   WSGATE_BIN="$root/target/debug/wsgate" clients/js/test/run.sh
