@@ -87,6 +87,7 @@ impl Server {
             config.limits.max_connections_per_user,
         );
         let gateway = Gateway::new(hub.clone(), admission.clone());
+        let connect_rate = crate::limits::ConnectRateLimiter::new(config.connection_rate_limit);
         let state = Arc::new(AppState {
             config: Arc::new(config),
             hub,
@@ -97,6 +98,7 @@ impl Server {
             tracker,
             shutdown,
             echo_connections: Default::default(),
+            connect_rate,
         });
         Ok(Server {
             state,
@@ -131,7 +133,7 @@ impl Server {
         state.shutdown.cancelled().await;
         let _ = accept.await;
         let grace = state.config.shutdown_grace;
-        state.hub.shutdown(grace).await;
+        state.hub.shutdown(state.config.drain_time, grace).await;
         state.tracker.close();
         if tokio::time::timeout(grace, state.tracker.wait())
             .await

@@ -89,6 +89,16 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
     #[arg(long, env = "WSGATE_CONFORMANCE_ECHO")]
     pub conformance_echo: bool,
+    /// A client must send its whole request head within this time.
+    #[arg(long, env = "WSGATE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub header_read_timeout: Duration,
+    /// New WebSocket upgrades accepted per second on this node (0: no limit);
+    /// past it, 503 with Retry-After.
+    #[arg(long, env = "WSGATE_CONNECTION_RATE_LIMIT", default_value_t = 0)]
+    pub connection_rate_limit: u32,
+    /// On shutdown, close connections in batches spread over this time.
+    #[arg(long, env = "WSGATE_DRAIN_TIME", default_value = "1s", value_parser = duration)]
+    pub drain_time: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -165,7 +175,12 @@ pub struct Config {
     pub log_format: LogFormat,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub conformance_echo: bool,
-    /// How long shutdown may take before connections are dropped.
+    pub header_read_timeout: Duration,
+    /// Upgrades per second per node; 0 means unlimited.
+    pub connection_rate_limit: u32,
+    /// Closing connections is spread over this time on shutdown.
+    pub drain_time: Duration,
+    /// After the drain, how long closing connections get to finish.
     pub shutdown_grace: Duration,
 }
 
@@ -298,7 +313,17 @@ impl Config {
             log_format: args.log_format,
             tls,
             conformance_echo: args.conformance_echo,
-            shutdown_grace: Duration::from_secs(5),
+            header_read_timeout: nonzero("--header-read-timeout", args.header_read_timeout)?,
+            connection_rate_limit: args.connection_rate_limit,
+            drain_time: if args.drain_time > Duration::from_secs(5) {
+                return Err(ConfigError::new(
+                    "--drain-time",
+                    "at most 5s, so shutdown still ends within 10 seconds",
+                ));
+            } else {
+                args.drain_time
+            },
+            shutdown_grace: Duration::from_secs(3),
         })
     }
 

@@ -97,12 +97,15 @@ pub enum RefusalReason {
     Unauthorized,
     TooManyConnections,
     ServerAtCapacity,
+    /// Over `--connection-rate-limit`.
+    ConnectionRate,
 }
-const REFUSAL_LABELS: [&str; 4] = [
+const REFUSAL_LABELS: [&str; 5] = [
     "bad_request",
     "unauthorized",
     "too_many_connections",
     "server_at_capacity",
+    "connection_rate",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -29,6 +29,8 @@ mod seed;
 mod server_api;
 #[path = "integration/shutdown.rs"]
 mod shutdown;
+#[path = "integration/storms.rs"]
+mod storms;
 #[path = "integration/timeouts.rs"]
 mod timeouts;
 #[path = "integration/webhook.rs"]

@@ -40,6 +40,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Numbers the `--conformance-echo` pseudo-users.
     pub echo_connections: std::sync::atomic::AtomicU64,
+    /// `--connection-rate-limit`, when set.
+    pub connect_rate: Option<crate::limits::ConnectRateLimiter>,
 }
 
 pub async fn route(

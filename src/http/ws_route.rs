@@ -26,6 +26,7 @@ use crate::ws::upgrade::{self, offered_protocols};
 /// Suggested wait before retrying a refused handshake, in seconds.
 const RETRY_USER_LIMIT_SECS: u64 = 5;
 const RETRY_CAPACITY_SECS: u64 = 5;
+const RETRY_RATE_SECS: u64 = 1;
 const SUBPROTOCOL: &str = "wsgate.v1";
 
 pub fn handle(state: &Arc<AppState>, mut request: Request<Incoming>) -> Response {
@@ -88,6 +89,15 @@ fn admit(
             ApiError::bad_request(e.to_string()),
         )
     })?;
+    // Cheapest refusal first: a reconnect storm costs no signature check.
+    if let Some(limiter) = &state.connect_rate {
+        if !limiter.try_acquire(std::time::Instant::now()) {
+            return Err((
+                RefusalReason::ConnectionRate,
+                ApiError::at_capacity(RETRY_RATE_SECS),
+            ));
+        }
+    }
     let unauthorized = |e: AuthError| {
         (
             RefusalReason::Unauthorized,

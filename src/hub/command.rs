@@ -76,8 +76,10 @@ pub enum Command {
         user: Option<Arc<str>>,
         reply: oneshot::Sender<Vec<ConnectionInfo>>,
     },
-    /// Close everything with 1001, flush, and stop within `grace`.
+    /// Close everything with 1001 in batches spread over `drain`, flush,
+    /// and stop at most `grace` after the last batch.
     Shutdown {
+        drain: Duration,
         grace: Duration,
     },
 }

@@ -324,11 +324,11 @@ impl Hub {
         }
     }
 
-    /// Closes every connection with 1001, lets shards flush for at most
-    /// `grace`, and joins their threads.
-    pub async fn shutdown(&self, grace: Duration) {
+    /// Closes every connection with 1001 in batches spread over `drain`,
+    /// lets shards flush for at most `grace` more, and joins their threads.
+    pub async fn shutdown(&self, drain: Duration, grace: Duration) {
         for shard in &self.shards {
-            let _ = shard.send(Command::Shutdown { grace }).await;
+            let _ = shard.send(Command::Shutdown { drain, grace }).await;
         }
         let threads: Vec<_> = std::mem::take(&mut *self.threads.lock());
         let _ = tokio::task::spawn_blocking(move || {

@@ -46,6 +46,15 @@ const SCRATCH_SIZE: usize = 64 * 1024;
 /// How long a closing connection may take to finish the close handshake.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 const COMMAND_QUEUE: usize = 4096;
+/// Interval between two batches of a shutdown drain.
+const DRAIN_STEP: Duration = Duration::from_millis(25);
+
+/// Connections still to be closed by a shutdown drain.
+struct Drain {
+    remaining: Vec<usize>,
+    per_batch: usize,
+    next_batch: Instant,
+}
 
 /// A shard's knobs, from `Config`.
 #[derive(Clone, Debug)]
@@ -138,6 +147,7 @@ pub fn spawn(
         expired: Vec::new(),
         ping: frame::ping_frame(),
         shutdown_deadline: None,
+        drain: None,
     };
     let thread = std::thread::Builder::new()
         .name(format!("wsgate-shard-{index}"))
@@ -182,6 +192,7 @@ struct Shard {
     expired: Vec<(usize, Option<CloseReason>)>,
     ping: Arc<[u8]>,
     shutdown_deadline: Option<Instant>,
+    drain: Option<Drain>,
 }
 
 /// Queues `chunk` on `conn`, marking it dirty; `false` when the queue
@@ -217,7 +228,11 @@ impl Shard {
             let timeout = if more_commands || !self.pending_reads.is_empty() {
                 Duration::ZERO
             } else {
-                next_tick.saturating_duration_since(now)
+                let wake_at = self
+                    .drain
+                    .as_ref()
+                    .map_or(next_tick, |d| d.next_batch.min(next_tick));
+                wake_at.saturating_duration_since(now)
             };
             if let Err(error) = self.poll.poll(&mut events, Some(timeout)) {
                 if error.kind() != io::ErrorKind::Interrupted {
@@ -245,7 +260,7 @@ impl Shard {
             if woken && channel_open {
                 (more_commands, channel_open) = self.drain_commands();
                 if !channel_open && self.shutdown_deadline.is_none() {
-                    self.begin_shutdown(Duration::from_secs(1));
+                    self.begin_shutdown(Duration::ZERO, Duration::from_secs(1));
                 }
             }
             let now = Instant::now();
@@ -257,6 +272,7 @@ impl Shard {
                     last_cleanup = now;
                 }
             }
+            self.drain_step(now);
             self.flush_dirty();
             self.send_reports();
             if let Some(deadline) = self.shutdown_deadline {
@@ -322,15 +338,41 @@ impl Shard {
                 };
                 let _ = reply.send(infos);
             }
-            Command::Shutdown { grace } => self.begin_shutdown(grace),
+            Command::Shutdown { drain, grace } => self.begin_shutdown(drain, grace),
         }
     }
 
-    fn begin_shutdown(&mut self, grace: Duration) {
-        let deadline = Instant::now() + grace;
-        self.shutdown_deadline = Some(deadline);
+    /// Starts the drain: connections are closed with 1001 in batches
+    /// spread over `drain`, so clients don't all reconnect (elsewhere) at
+    /// the same instant; the shard stops `grace` after the last batch.
+    fn begin_shutdown(&mut self, drain: Duration, grace: Duration) {
+        let now = Instant::now();
         let keys: Vec<usize> = self.connections.iter().map(|(k, _)| k).collect();
-        for key in keys {
+        let batches = (drain.as_millis() / DRAIN_STEP.as_millis()).max(1) as usize;
+        let per_batch = keys.len().div_ceil(batches).max(1);
+        self.shutdown_deadline = Some(now + drain + grace);
+        self.drain = Some(Drain {
+            remaining: keys,
+            per_batch,
+            next_batch: now,
+        });
+        self.drain_step(now);
+    }
+
+    /// Closes the next batch of a drain, if it is due.
+    fn drain_step(&mut self, now: Instant) {
+        let Some(drain) = &mut self.drain else { return };
+        if now < drain.next_batch {
+            return;
+        }
+        let take = drain.per_batch.min(drain.remaining.len());
+        let batch: Vec<usize> = drain.remaining.drain(..take).collect();
+        drain.next_batch = now + DRAIN_STEP;
+        if drain.remaining.is_empty() {
+            self.drain = None;
+        }
+        let deadline = self.shutdown_deadline.unwrap_or(now + CLOSE_GRACE);
+        for key in batch {
             self.close(key, CloseReason::ShuttingDown);
             if let Some(conn) = self.connections.get_mut(key) {
                 if let Phase::Closing { deadline: d, .. } = &mut conn.phase {

@@ -19,8 +19,6 @@ use tokio_util::task::TaskTracker;
 use crate::http::{route, AppState};
 
 const BACKLOG: u32 = 4096;
-/// A client must send its request headers within this time.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// hyper's read buffer, which also caps the request head's size.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Pause after `accept` fails (e.g. out of file descriptors) so the loop
@@ -57,13 +55,14 @@ pub async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
+        let header_timeout = state.config.header_read_timeout;
         let state = state.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             let service = service_fn(move |request| route(state.clone(), request));
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .header_read_timeout(header_timeout)
                 .max_buf_size(MAX_HEAD_BYTES)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
