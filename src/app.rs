@@ -19,6 +19,7 @@ use crate::hub::Hub;
 use crate::limits::Admission;
 use crate::metrics::Metrics;
 use crate::net::listener;
+use crate::net::tls::TlsState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -29,6 +30,10 @@ pub enum StartError {
     },
     #[error("--jwt-public-key: {0}")]
     Key(#[from] KeyError),
+    #[error(transparent)]
+    Tls(#[from] crate::net::tls::TlsError),
+    #[error("cannot install the SIGHUP handler: {0}")]
+    Signal(std::io::Error),
     #[error("cannot start shard threads: {0}")]
     Shards(std::io::Error),
 }
@@ -36,6 +41,7 @@ pub enum StartError {
 /// A bound, ready gateway. `run` serves until the shutdown token fires.
 pub struct Server {
     state: Arc<AppState>,
+    tls: Option<Arc<TlsState>>,
     listener: TcpListener,
     local_addr: SocketAddr,
 }
@@ -51,6 +57,10 @@ impl Server {
             source,
         })?;
         let verifier = TokenVerifier::new(&config.auth)?;
+        let tls = match &config.tls {
+            Some((cert, key)) => Some(TlsState::load(cert, key)?),
+            None => None,
+        };
         let metrics = Arc::new(Metrics::default());
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
@@ -100,8 +110,13 @@ impl Server {
             echo_connections: Default::default(),
             connect_rate,
         });
+        if let Some(tls) = &tls {
+            tls.reload_on_sighup(&state.tracker, state.shutdown.clone())
+                .map_err(StartError::Signal)?;
+        }
         Ok(Server {
             state,
+            tls,
             listener,
             local_addr,
         })
@@ -109,6 +124,12 @@ impl Server {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// `http://HOST:PORT`, or `https://` with TLS.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.local_addr)
     }
 
     /// The library handle to publish and manage connections.
@@ -127,6 +148,7 @@ impl Server {
         let accept = tokio::spawn(listener::accept_loop(
             self.listener,
             state.clone(),
+            self.tls,
             state.tracker.clone(),
             state.shutdown.clone(),
         ));

@@ -266,12 +266,7 @@ impl Config {
             (None, Some(_)) => {
                 return Err(ConfigError::new("--tls-cert", "required with --tls-key"))
             }
-            (Some(_), Some(_)) => {
-                return Err(ConfigError::new(
-                    "--tls-cert",
-                    "TLS is not supported by this build yet",
-                ))
-            }
+            (Some(cert), Some(key)) => Some((cert, key)),
         };
         if args.redis_url.is_some() {
             return Err(ConfigError::new(

@@ -88,7 +88,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return fail(format!("cannot install signal handlers: {e}"));
         }
         let mut stdout = std::io::stdout();
-        let _ = writeln!(stdout, "wsgate listening on http://{addr}");
+        let _ = writeln!(stdout, "wsgate listening on {}", server.url());
         let _ = stdout.flush();
         match server.run().await {
             Ok(()) => ExitCode::SUCCESS,

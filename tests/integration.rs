@@ -11,6 +11,8 @@ mod conformance;
 mod envelope;
 #[path = "integration/handshake.rs"]
 mod handshake;
+#[path = "integration/hostile.rs"]
+mod hostile;
 #[path = "integration/isolation.rs"]
 mod isolation;
 #[path = "integration/keys.rs"]
@@ -33,5 +35,7 @@ mod shutdown;
 mod storms;
 #[path = "integration/timeouts.rs"]
 mod timeouts;
+#[path = "integration/tls.rs"]
+mod tls;
 #[path = "integration/webhook.rs"]
 mod webhook;

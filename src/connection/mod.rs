@@ -54,6 +54,9 @@ pub struct Connection {
     pub messages_out: u64,
     /// Echo mode (`--conformance-echo`): data frames are sent back as is.
     pub echo: bool,
+    /// The TLS session over `socket`, if any (boxed: it is large and most
+    /// deployments terminate TLS in front of the gateway).
+    pub tls: Option<Box<rustls::ServerConnection>>,
 }
 
 impl Connection {

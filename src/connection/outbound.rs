@@ -125,6 +125,37 @@ impl Outbound {
         Ok(Flushed::All)
     }
 
+    /// The same over TLS: frames are handed to rustls one at a time, only
+    /// when it has no ciphertext pending, so its buffer never holds more
+    /// than about one frame and the byte budget stays ours to enforce.
+    pub fn flush_tls(
+        &mut self,
+        tls: &mut rustls::ServerConnection,
+        socket: &mut impl Write,
+    ) -> io::Result<Flushed> {
+        loop {
+            while tls.wants_write() {
+                match tls.write_tls(socket) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        return Ok(Flushed::Partially)
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let Some(front) = self.queue.front() else {
+                return Ok(Flushed::All);
+            };
+            let accepted = tls.writer().write(&front[self.head_written..])?;
+            if accepted == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            self.advance(accepted);
+        }
+    }
+
     fn advance(&mut self, mut written: usize) {
         self.queued_bytes -= written;
         while written > 0 {

@@ -201,15 +201,24 @@ fn upgrade(
                 return;
             }
         };
-        let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => parts,
-            Err(_) => {
-                tracing::error!("upgraded connection is not a plain TCP stream");
-                return;
+        // Plain TCP, or TLS whose rustls session moves into the shard too.
+        let (tcp, already_read, tls) = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => (parts.io.into_inner(), parts.read_buf, None),
+            Err(upgraded) => {
+                match upgraded.downcast::<TokioIo<tokio_rustls::server::TlsStream<TcpStream>>>() {
+                    Ok(parts) => {
+                        let (tcp, session) = parts.io.into_inner().into_inner();
+                        (tcp, parts.read_buf, Some(Box::new(session)))
+                    }
+                    Err(_) => {
+                        tracing::error!("upgraded connection is neither TCP nor TLS over TCP");
+                        return;
+                    }
+                }
             }
         };
         // into_std leaves the socket in non-blocking mode, as the shard needs.
-        let socket = match parts.io.into_inner().into_std() {
+        let socket = match tcp.into_std() {
             Ok(socket) => socket,
             Err(error) => {
                 tracing::warn!(%error, "cannot take the upgraded socket");
@@ -218,7 +227,8 @@ fn upgrade(
         };
         let connection = NewConnection {
             socket,
-            already_read: parts.read_buf,
+            already_read,
+            tls,
             claims,
             permit,
             echo,

@@ -43,6 +43,8 @@ const READ_BUDGET: usize = 16;
 /// Commands handled per reactor turn before sockets get a go.
 const COMMAND_BUDGET: usize = 512;
 const SCRATCH_SIZE: usize = 64 * 1024;
+/// One TLS record's worth of plaintext.
+const PLAINTEXT_SIZE: usize = 16 * 1024;
 /// How long a closing connection may take to finish the close handshake.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 const COMMAND_QUEUE: usize = 4096;
@@ -140,6 +142,7 @@ pub fn spawn(
         stats: stats.clone(),
         generation: 0,
         scratch: vec![0; SCRATCH_SIZE],
+        plaintext: vec![0; PLAINTEXT_SIZE],
         inbox: Vec::new(),
         dirty: Vec::new(),
         pending_reads: Vec::new(),
@@ -182,6 +185,8 @@ struct Shard {
     generation: u32,
     /// Socket reads land here; reused across connections.
     scratch: Vec<u8>,
+    /// Decrypted TLS bytes land here; reused across connections.
+    plaintext: Vec<u8>,
     inbox: Vec<Message>,
     /// Connections with queued output, flushed once at the end of a turn so
     /// frames queued in the same turn go out in one `writev`.
@@ -430,6 +435,7 @@ impl Shard {
             messages_in: 0,
             messages_out: 0,
             echo: new.echo,
+            tls: new.tls,
         });
         self.by_user.entry(user.clone()).or_default().push(key);
         self.metrics.connection_opened();
@@ -458,7 +464,7 @@ impl Shard {
                     exhausted = false;
                     break;
                 }
-                Ok(n) => self.process_input(key, &scratch[..n]),
+                Ok(n) => self.received(key, &scratch[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     exhausted = false;
                     break;
@@ -478,6 +484,78 @@ impl Shard {
             self.pending_reads.push(key);
         }
         self.scratch = scratch;
+    }
+
+    /// Socket bytes, decrypted first when the connection is TLS.
+    fn received(&mut self, key: usize, bytes: &[u8]) {
+        if self.connections.get(key).is_some_and(|c| c.tls.is_some()) {
+            self.feed_tls(key, bytes);
+        } else {
+            self.process_input(key, bytes);
+        }
+    }
+
+    /// Runs socket bytes through the connection's rustls session and feeds
+    /// the plaintext on, one record-sized piece at a time.
+    fn feed_tls(&mut self, key: usize, mut input: &[u8]) {
+        let mut plain = std::mem::take(&mut self.plaintext);
+        while let Some(tls) = self
+            .connections
+            .get_mut(key)
+            .and_then(|c| c.tls.as_deref_mut())
+        {
+            if !input.is_empty() && tls.read_tls(&mut input).is_err() {
+                self.remove(key);
+                break;
+            }
+            if let Err(error) = tls.process_new_packets() {
+                tracing::debug!(shard = self.index, %error, "TLS error; dropping the connection");
+                // rustls queued an alert: send it, then drop.
+                self.fail_transport(key);
+                break;
+            }
+            let wants_write = tls.wants_write();
+            let read = tls.reader().read(&mut plain);
+            if wants_write {
+                self.mark_dirty(key);
+            }
+            match read {
+                // close_notify: the peer is done.
+                Ok(0) => {
+                    self.remove(key);
+                    break;
+                }
+                Ok(n) => self.process_input(key, &plain[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if input.is_empty() {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    self.remove(key);
+                    break;
+                }
+            }
+        }
+        self.plaintext = plain;
+    }
+
+    /// Stops reading a connection whose transport failed and drops it once
+    /// what is queued (a TLS alert, a close frame) has been written.
+    fn fail_transport(&mut self, key: usize) {
+        let Some(conn) = self.connections.get(key) else {
+            return;
+        };
+        if conn.is_open() {
+            self.unindex(key);
+        }
+        if let Some(conn) = self.connections.get_mut(key) {
+            conn.phase = Phase::Closing {
+                deadline: Instant::now() + CLOSE_GRACE,
+                drop_when_flushed: true,
+            };
+        }
+        self.mark_dirty(key);
     }
 
     /// Feeds socket bytes to the connection's tungstenite state machine.
@@ -758,7 +836,11 @@ impl Shard {
                 continue;
             };
             conn.dirty = false;
-            match conn.outbound.flush(&mut conn.socket) {
+            let flushed = match conn.tls.as_deref_mut() {
+                Some(tls) => conn.outbound.flush_tls(tls, &mut conn.socket),
+                None => conn.outbound.flush(&mut conn.socket),
+            };
+            match flushed {
                 Err(_) => self.remove(key),
                 Ok(Flushed::All) => {
                     if let Phase::Closing {

@@ -1,5 +1,6 @@
-//! The accept loop: binds with a deep backlog, sets `TCP_NODELAY`, and
-//! serves each TCP connection with hyper's HTTP/1.1 (upgrades enabled).
+//! The accept loop: binds with a deep backlog, sets `TCP_NODELAY`, runs
+//! the TLS handshake when TLS is on, and serves each connection with
+//! hyper's HTTP/1.1 (upgrades enabled).
 //!
 //! It stops accepting when shutdown is signalled and asks open HTTP
 //! connections to finish gracefully. Upgraded WebSockets are not its
@@ -9,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::rt::{Read, Write};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -16,6 +18,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::tls::TlsState;
 use crate::http::{route, AppState};
 
 const BACKLOG: u32 = 4096;
@@ -39,6 +42,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub async fn accept_loop(
     listener: TcpListener,
     state: Arc<AppState>,
+    tls: Option<Arc<TlsState>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {
@@ -55,25 +59,47 @@ pub async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
-        let header_timeout = state.config.header_read_timeout;
         let state = state.clone();
         let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            let service = service_fn(move |request| route(state.clone(), request));
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .max_buf_size(MAX_HEAD_BYTES)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = shutdown.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
+        match &tls {
+            None => {
+                tracker.spawn(serve_http(TokioIo::new(stream), state, shutdown));
             }
-        });
+            Some(tls) => {
+                let acceptor = tls.acceptor();
+                tracker.spawn(async move {
+                    // The handshake shares the header timeout: a client
+                    // that stalls it holds nothing for long.
+                    let timeout = state.config.header_read_timeout;
+                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_http(TokioIo::new(stream), state, shutdown).await,
+                        Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn serve_http<IO>(io: IO, state: Arc<AppState>, shutdown: CancellationToken)
+where
+    IO: Read + Write + Unpin + Send + 'static,
+{
+    let header_timeout = state.config.header_read_timeout;
+    let service = service_fn(move |request| route(state.clone(), request));
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .serve_connection(io, service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
     }
 }

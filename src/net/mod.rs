@@ -1,3 +1,5 @@
-//! Network edge: the TCP listener and the per-connection HTTP server.
+//! Network edge: the TCP listener, TLS termination, and the
+//! per-connection HTTP server.
 
 pub mod listener;
+pub mod tls;

@@ -3,6 +3,8 @@
 
 use crate::support::raw::Upgrade;
 use crate::support::{now_secs, sign_hs256, TestServer};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::json;
 
@@ -36,6 +38,36 @@ fn check_public_key(alg: Algorithm, name: &str) {
     Upgrade::get(&format!("/api/v1/ws/{forged}"))
         .send(server.addr())
         .assert_error(401, "UNAUTHORIZED");
+    // The same forgery with the key's bytes in other spellings (no
+    // trailing newline, CRLF line ends), in case a verifier normalises.
+    let pem_text = String::from_utf8_lossy(&public_pem).to_string();
+    for secret in [
+        pem_text.trim_end().to_string(),
+        pem_text.replace('\n', "\r\n"),
+    ] {
+        let forged = sign_hs256(&secret, &claims);
+        Upgrade::get(&format!("/api/v1/ws/{forged}"))
+            .send(server.addr())
+            .assert_error(401, "UNAUTHORIZED");
+    }
+    // `alg: none` (any capitalisation) is refused with a public key too.
+    for alg in ["none", "None", "NONE"] {
+        let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#));
+        let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+        for token in [
+            format!("{header}.{payload}."),
+            format!("{header}.{payload}"),
+        ] {
+            Upgrade::get(&format!("/api/v1/ws/{token}"))
+                .send(server.addr())
+                .assert_error(401, "UNAUTHORIZED");
+        }
+    }
+    assert_eq!(
+        crate::support::raw::raw_request(server.addr(), b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .status,
+        200
+    );
     // Expired tokens are still refused.
     let expired = sign(
         alg,

@@ -8,7 +8,9 @@
 
 #![allow(dead_code)]
 
+pub mod bystander;
 pub mod envelope;
+pub mod frames;
 pub mod jwt;
 pub mod metrics;
 pub mod mock_http;

@@ -14,6 +14,7 @@ use super::ws::{TokenVia, WsClient};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_wsgate");
 const LISTENING: &str = "wsgate listening on http://";
+const LISTENING_TLS: &str = "wsgate listening on https://";
 
 /// A command for the binary with every inherited `WSGATE_*` variable
 /// removed, so the test environment cannot leak configuration in.
@@ -117,7 +118,11 @@ impl ServerBuilder {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(rest) = line.trim().strip_prefix(LISTENING) {
+                    let line = line.trim();
+                    let rest = line
+                        .strip_prefix(LISTENING)
+                        .or_else(|| line.strip_prefix(LISTENING_TLS));
+                    if let Some(rest) = rest {
                         let addr = rest
                             .trim_end_matches('/')
                             .to_socket_addrs()
