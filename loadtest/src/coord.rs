@@ -154,9 +154,10 @@ pub async fn spawn(cli: &Arc<Cli>, target: &Target, run_id: &str) -> Result<Link
     let mut children = Vec::new();
     let p = cli.procs as usize;
     if p == 1 {
-        let (coord_side, worker_side) = tokio::io::duplex(1 << 20);
-        let (cr, cw) = tokio::io::split(coord_side);
-        let (wr, ww) = tokio::io::split(worker_side);
+        // One pipe per direction, so that closing one side is an EOF on the other
+        // (split halves of one duplex keep each other alive).
+        let (cw, wr) = tokio::io::duplex(1 << 20);
+        let (ww, cr) = tokio::io::duplex(1 << 20);
         let (cli2, target2, id) = (cli.clone(), target.clone(), run_id.to_string());
         tokio::spawn(async move {
             if let Err(e) = worker::run(cli2, target2, 0, 1, id, BufReader::new(wr), ww).await {
@@ -291,6 +292,7 @@ pub fn parse_vmrss(status: &str) -> Option<u64> {
 }
 
 struct Base {
+    loadavg: Option<f64>,
     scenario: Scenario,
     target: String,
     procs: u64,
@@ -304,6 +306,9 @@ impl Base {
         r.push("target", json!(self.target));
         r.push("procs", json!(self.procs));
         r.push("connections", json!(self.connections));
+        // 1-minute load average when the run started: above ~0.5 on this 2-core box,
+        // something else (a build) shares the cores and the figures are not clean.
+        r.push("loadavg_1m_at_start", json!(self.loadavg));
         r
     }
 }
@@ -341,6 +346,9 @@ pub async fn run(cli: Arc<Cli>, target: Target) -> Result<Vec<Row>> {
         .clone()
         .unwrap_or_else(|| format!("{:x}", mono_ns() ^ u64::from(std::process::id())));
     let base = Base {
+        loadavg: std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|l| l.split_whitespace().next().and_then(|v| v.parse().ok())),
         scenario: cli.scenario,
         target: cli.target.clone(),
         procs: cli.procs,
