@@ -186,4 +186,92 @@ mod tests {
         assert_eq!(retry_after_secs(Duration::from_millis(10)), 1);
         assert_eq!(retry_after_secs(Duration::from_millis(1500)), 2);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// For arbitrary (sorted) message times: no window-length
+            /// interval ever holds more than `limit` allowed messages, a
+            /// drop happens only when `limit` were allowed in the window
+            /// before it, and `retry_after` is in (0, window].
+            #[test]
+            fn never_more_than_limit_in_any_window(
+                limit in 1u32..8,
+                window_ms in 1u64..2_000,
+                gaps in prop::collection::vec(
+                    prop_oneof![Just(0u64), 0u64..50, 0u64..3_000],
+                    1..200,
+                ),
+            ) {
+                let window = Duration::from_millis(window_ms);
+                let mut limiter = RateLimiter::new(limit, window);
+                let user: Arc<str> = Arc::from("u");
+                let t0 = Instant::now();
+                let mut now = t0;
+                let mut allowed: Vec<Instant> = Vec::new();
+                for gap in gaps {
+                    now += Duration::from_millis(gap);
+                    // Allowed messages in (now - window, now].
+                    let in_window = allowed
+                        .iter()
+                        .filter(|t| now.duration_since(**t) < window)
+                        .count();
+                    match limiter.check(&user, now) {
+                        RateDecision::Allowed => {
+                            prop_assert!(in_window < limit as usize);
+                            allowed.push(now);
+                        }
+                        RateDecision::Limited { retry_after, .. } => {
+                            prop_assert_eq!(in_window, limit as usize);
+                            prop_assert!(retry_after > Duration::ZERO);
+                            prop_assert!(retry_after <= window);
+                            // Waiting retry_after frees a slot.
+                            let oldest = allowed
+                                .iter()
+                                .filter(|t| now.duration_since(**t) < window)
+                                .min()
+                                .expect("a message in the window");
+                            prop_assert_eq!(now + retry_after, *oldest + window);
+                            prop_assert!(retry_after_secs(retry_after) >= 1);
+                        }
+                    }
+                }
+                // The check over every window starting at an allowed message.
+                for (i, start) in allowed.iter().enumerate() {
+                    let count = allowed[i..]
+                        .iter()
+                        .take_while(|t| t.duration_since(*start) < window)
+                        .count();
+                    prop_assert!(count <= limit as usize);
+                }
+            }
+
+            /// Pruning never loses a user that is still limited.
+            #[test]
+            fn prune_keeps_users_inside_their_window(
+                limit in 1u32..4,
+                window_ms in 1u64..1_000,
+                prune_after in 0u64..2_000,
+            ) {
+                let window = Duration::from_millis(window_ms);
+                let mut limiter = RateLimiter::new(limit, window);
+                let user: Arc<str> = Arc::from("u");
+                let t0 = Instant::now();
+                for _ in 0..limit {
+                    prop_assert_eq!(limiter.check(&user, t0), RateDecision::Allowed);
+                }
+                let later = t0 + Duration::from_millis(prune_after);
+                limiter.prune(later);
+                let decision = limiter.check(&user, later);
+                if prune_after < window_ms {
+                    let limited = matches!(decision, RateDecision::Limited { .. });
+                    prop_assert!(limited, "user forgotten by prune while limited");
+                } else {
+                    prop_assert_eq!(decision, RateDecision::Allowed);
+                }
+            }
+        }
+    }
 }

@@ -250,4 +250,86 @@ mod tests {
         let deep = "[".repeat(100_000);
         assert_eq!(code(&deep), ErrorCode::InvalidJson);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Strings shaped like client messages, so parsing gets past the
+        /// JSON stage often.
+        fn messageish() -> impl Strategy<Value = String> {
+            let ty = prop_oneof![
+                Just("ping".to_string()),
+                Just("subscribe".to_string()),
+                Just("unsubscribe".to_string()),
+                Just("upload.cancel".to_string()),
+                Just("heartbeat".to_string()),
+                any::<String>(),
+            ];
+            let data = prop_oneof![
+                Just("{}".to_string()),
+                Just("null".to_string()),
+                Just("[]".to_string()),
+                prop::collection::vec(
+                    prop_oneof![
+                        Just("\"file.ready\"".to_string()),
+                        Just("\"bogus\"".to_string()),
+                        Just("1".to_string()),
+                        Just("null".to_string()),
+                    ],
+                    0..5
+                )
+                .prop_map(|v| format!(r#"{{"events":[{}]}}"#, v.join(","))),
+                any::<String>().prop_map(|s| format!(r#"{{"upload_id":{}}}"#, Value::String(s))),
+            ];
+            (ty, data).prop_map(|(t, d)| format!(r#"{{"type":{},"data":{d}}}"#, Value::String(t)))
+        }
+
+        proptest! {
+            #[test]
+            fn parse_never_panics_on_arbitrary_strings(text in any::<String>()) {
+                let parsed = parse(&text);
+                if parsed.request.is_ok() {
+                    prop_assert!(serde_json::from_str::<Value>(&text).is_ok());
+                }
+            }
+
+            #[test]
+            fn parse_never_panics_on_message_shaped_input(text in messageish()) {
+                let _ = parse(&text);
+            }
+
+            /// Any string or number `id` on a ping comes back as
+            /// `reply_to`, unchanged.
+            #[test]
+            fn ping_id_is_echoed_as_reply_to(id in prop_oneof![
+                any::<String>().prop_map(Value::String),
+                any::<i64>().prop_map(|n| json!(n)),
+                any::<u64>().prop_map(|n| json!(n)),
+                any::<i32>().prop_map(|n| json!(f64::from(n) / 8.0)),
+            ]) {
+                let text = json!({"type": "ping", "id": id}).to_string();
+                let parsed = parse(&text);
+                prop_assert_eq!(parsed.reply_to, Some(id));
+                prop_assert_eq!(
+                    parsed.request.expect("a valid ping"),
+                    ClientRequest::Ping { ping_id: Value::Null }
+                );
+            }
+
+            /// Other `id` shapes (null, bool, array, object) are not read
+            /// as an id: no `reply_to` (wsgate choice), still a pong.
+            #[test]
+            fn non_scalar_ids_are_not_echoed(id in prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                prop::collection::vec(any::<i8>(), 0..3).prop_map(|v| json!(v)),
+                any::<String>().prop_map(|s| json!({"k": s})),
+            ]) {
+                let parsed = parse(&json!({"type": "ping", "id": id}).to_string());
+                prop_assert_eq!(parsed.reply_to, None);
+                prop_assert!(parsed.request.is_ok());
+            }
+        }
+    }
 }

@@ -80,4 +80,109 @@ mod tests {
         let plain = payload(&encode(&ids, "x", &json!({}), None).frame);
         assert!(plain.get("reply_to").is_none());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use tungstenite::protocol::frame::coding::{Data, OpCode};
+        use tungstenite::protocol::frame::FrameHeader;
+
+        /// Any JSON value, nested a few levels deep.
+        fn any_json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(|n| json!(n)),
+                any::<u64>().prop_map(|n| json!(n)),
+                // Finite floats only (JSON has no NaN or infinity), with at
+                // most 10 significant digits: serde_json's default parser
+                // (no `float_roundtrip`) may be 1 ULP off on 17-digit ones,
+                // which is the reader's rounding, not the encoding's.
+                any::<i32>().prop_map(|n| json!(f64::from(n) / 1000.0)),
+                any::<String>().prop_map(Value::String),
+            ];
+            leaf.prop_recursive(4, 64, 8, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                    prop::collection::btree_map(any::<String>(), inner, 0..8)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn is_wire_timestamp(ts: &str) -> bool {
+            let b = ts.as_bytes();
+            b.len() == 24
+                && b.iter().enumerate().all(|(i, c)| match i {
+                    4 | 7 => *c == b'-',
+                    10 => *c == b'T',
+                    13 | 16 => *c == b':',
+                    19 => *c == b'.',
+                    23 => *c == b'Z',
+                    _ => c.is_ascii_digit(),
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn envelope_round_trips(
+                kind in any::<String>(),
+                data in any_json(),
+                reply_to in proptest::option::of(prop_oneof![
+                    any::<String>().prop_map(Value::String),
+                    any::<i64>().prop_map(|n| json!(n)),
+                ]),
+            ) {
+                let ids = MessageIds::new();
+                let msg = encode(&ids, &kind, &data, reply_to.as_ref());
+                // One final, unmasked text frame whose length is the payload's.
+                let mut cursor = std::io::Cursor::new(&msg.frame[..]);
+                let (header, len) = FrameHeader::parse(&mut cursor)
+                    .expect("valid header")
+                    .expect("complete header");
+                prop_assert!(header.is_final);
+                prop_assert!(header.mask.is_none());
+                prop_assert_eq!(header.opcode, OpCode::Data(Data::Text));
+                let start = cursor.position() as usize;
+                prop_assert_eq!(len as usize, msg.frame.len() - start);
+                prop_assert_eq!(frame::payload_len(&msg.frame), msg.frame.len() - start);
+
+                let value: Value = serde_json::from_slice(&msg.frame[start..])
+                    .expect("payload is JSON");
+                let object = value.as_object().expect("an object");
+                let expected_fields = if reply_to.is_some() { 5 } else { 4 };
+                prop_assert_eq!(object.len(), expected_fields);
+                prop_assert_eq!(&value["type"], &Value::String(kind));
+                prop_assert_eq!(&value["data"], &data);
+                prop_assert_eq!(&value["id"], &Value::String(msg.id.clone()));
+                prop_assert!(!msg.id.is_empty());
+                prop_assert!(is_wire_timestamp(value["timestamp"].as_str().expect("string")));
+                prop_assert_eq!(value.get("reply_to"), reply_to.as_ref());
+            }
+
+            #[test]
+            fn frame_header_uses_the_shortest_length_class(size in prop_oneof![
+                0usize..=125,
+                126usize..=65_535,
+                65_536usize..=300_000,
+                Just(125usize), Just(126), Just(65_535), Just(65_536),
+            ]) {
+                let frame = frame::text_frame(|buf| buf.resize(buf.len() + size, b'x'));
+                let header_len = match size {
+                    0..=125 => 2,
+                    126..=65_535 => 4,
+                    _ => 10,
+                };
+                prop_assert_eq!(frame.len(), header_len + size);
+                prop_assert_eq!(frame[0], 0x81);
+                prop_assert_eq!(frame::payload_len(&frame), size);
+                let mut cursor = std::io::Cursor::new(&frame[..]);
+                let (_, len) = FrameHeader::parse(&mut cursor)
+                    .expect("valid header")
+                    .expect("complete header");
+                prop_assert_eq!(len as usize, size);
+                prop_assert_eq!(cursor.position() as usize, header_len);
+            }
+        }
+    }
 }

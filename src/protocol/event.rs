@@ -172,4 +172,79 @@ mod tests {
         let other: EventSet = [Event::UploadProgress].into_iter().collect();
         assert!(set.difference(other).is_empty());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::BTreeSet;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Insert(Event),
+            Remove(Event),
+            Union(Vec<Event>),
+            Difference(Vec<Event>),
+        }
+
+        fn any_event() -> impl Strategy<Value = Event> {
+            (0..Event::COUNT).prop_map(|i| Event::ALL[i])
+        }
+
+        fn any_op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                any_event().prop_map(Op::Insert),
+                any_event().prop_map(Op::Remove),
+                prop::collection::vec(any_event(), 0..6).prop_map(Op::Union),
+                prop::collection::vec(any_event(), 0..6).prop_map(Op::Difference),
+            ]
+        }
+
+        proptest! {
+            /// EventSet behaves exactly like a `BTreeSet<Event>` and
+            /// iterates in wire-name order.
+            #[test]
+            fn behaves_like_a_btreeset(ops in prop::collection::vec(any_op(), 0..64)) {
+                let mut set = EventSet::EMPTY;
+                let mut model: BTreeSet<Event> = BTreeSet::new();
+                for op in ops {
+                    match op {
+                        Op::Insert(e) => {
+                            set.insert(e);
+                            model.insert(e);
+                        }
+                        Op::Remove(e) => {
+                            set.remove(e);
+                            model.remove(&e);
+                        }
+                        Op::Union(es) => {
+                            set = set.union(es.iter().copied().collect());
+                            model.extend(es);
+                        }
+                        Op::Difference(es) => {
+                            set = set.difference(es.iter().copied().collect());
+                            for e in es {
+                                model.remove(&e);
+                            }
+                        }
+                    }
+                    prop_assert_eq!(set.iter().collect::<Vec<_>>(),
+                        model.iter().copied().collect::<Vec<_>>());
+                    prop_assert_eq!(set.is_empty(), model.is_empty());
+                    prop_assert_eq!(set.bits().count_ones() as usize, model.len());
+                    prop_assert!(set.bits() < (1 << Event::COUNT));
+                    for e in Event::ALL {
+                        prop_assert_eq!(set.contains(e), model.contains(&e));
+                    }
+                    let names = set.names();
+                    let mut sorted = names.clone();
+                    sorted.sort_unstable();
+                    prop_assert_eq!(&names, &sorted);
+                    prop_assert_eq!(
+                        names.iter().map(|n| Event::parse(n)).collect::<Vec<_>>(),
+                        model.iter().map(|e| Some(*e)).collect::<Vec<_>>()
+                    );
+                }
+            }
+        }
+    }
 }

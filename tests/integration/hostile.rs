@@ -495,7 +495,11 @@ fn json_just_under_the_size_limit_is_answered_without_a_close() {
         i += 1;
     }
     let text = json!({"type": "heartbeat", "id": "wide", "data": data}).to_string();
-    assert!(text.len() <= MAX && text.len() > MAX - 100, "{}", text.len());
+    assert!(
+        text.len() <= MAX && text.len() > MAX - 100,
+        "{}",
+        text.len()
+    );
     bad.send_text(&text);
     let ack = bad.recv_json();
     assert_eq!(ack["type"], "heartbeat.ack", "{ack}");
