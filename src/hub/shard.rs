@@ -437,7 +437,12 @@ impl Shard {
             echo: new.echo,
             tls: new.tls,
         });
-        self.by_user.entry(user.clone()).or_default().push(key);
+        // Most users hold one connection: an exact-size list keeps the
+        // per-connection footprint down (the target is 2 KiB per idle connection).
+        self.by_user
+            .entry(user.clone())
+            .or_insert_with(|| Vec::with_capacity(1))
+            .push(key);
         self.metrics.connection_opened();
         self.publish_stats();
         tracing::debug!(shard = self.index, connection = %id, user = %user, "connection registered");
