@@ -11,8 +11,8 @@ METRICS = {
     "connect": [("handshakes_per_s", "handshakes/s", True), ("rss_per_conn_kib", "RSS KiB/conn", False)],
     "fanout": [("ttl_p99_ms", "last-subscriber p99 ms", False), ("latency_p50_ms", "delivery p50 ms", False)],
     "throughput": [("deliveries_per_s", "deliveries/s", True), ("latency_p99_ms", "p99 ms", False)],
-    "ping": [("round_trips_per_s", "round trips/s", True), ("latency_p99_ms", "RTT p99 ms", False)],
-    "churn": [("cycles_per_s", "cycles/s", True)],
+    "ping": [("round_trips_per_s", "round trips/s", True), ("rtt_p99_ms", "RTT p99 ms", False)],
+    "churn": [("cycles_per_s", "cycles/s", True), ("rss_end_kib", "RSS end KiB", False)],
 }
 
 
@@ -37,9 +37,10 @@ def main(path):
         for field, label, higher_better in METRICS.get(scenario, []):
             cells = []
             ws = rows.get((scenario, payload, "wsgate"), [])
+            ws = [r for r in ws if field in r]
             ws_med = statistics.median([r[field] for r in ws]) if ws else None
             for t in targets:
-                rs = rows.get((scenario, payload, t), [])
+                rs = [r for r in rows.get((scenario, payload, t), []) if field in r]
                 if not rs:
                     cells.append("invalid" if invalid.get((scenario, payload, t)) else "-")
                     continue
