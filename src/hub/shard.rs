@@ -251,7 +251,8 @@ impl Shard {
                     WAKER => woken = true,
                     Token(key) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.read_ready(key);
+                            let until_would_block = event.is_read_closed() || event.is_error();
+                            self.read_ready(key, until_would_block);
                         }
                         if event.is_writable() {
                             self.mark_dirty(key);
@@ -260,7 +261,7 @@ impl Shard {
                 }
             }
             for key in std::mem::take(&mut self.pending_reads) {
-                self.read_ready(key);
+                self.read_ready(key, true);
             }
             if woken && channel_open {
                 (more_commands, channel_open) = self.drain_commands();
@@ -455,7 +456,11 @@ impl Shard {
         }
     }
 
-    fn read_ready(&mut self, key: usize) {
+    /// Reads what the socket has. A read shorter than the buffer drained
+    /// the socket (TCP on Linux: anything arriving later raises a new edge),
+    /// which saves the extra `read` that would only return `WouldBlock`;
+    /// when the peer has hung up (`until_would_block`) we read on to see EOF.
+    fn read_ready(&mut self, key: usize, until_would_block: bool) {
         let mut scratch = std::mem::take(&mut self.scratch);
         let mut exhausted = true;
         for _ in 0..READ_BUDGET {
@@ -469,7 +474,13 @@ impl Shard {
                     exhausted = false;
                     break;
                 }
-                Ok(n) => self.received(key, &scratch[..n]),
+                Ok(n) => {
+                    self.received(key, &scratch[..n]);
+                    if n < scratch.len() && !until_would_block {
+                        exhausted = false;
+                        break;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     exhausted = false;
                     break;

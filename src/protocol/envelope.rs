@@ -37,13 +37,24 @@ pub fn encode<D: Serialize + ?Sized>(
     data: &D,
     reply_to: Option<&Value>,
 ) -> EncodedMessage {
+    encode_at(ids, kind, data, reply_to, &clock::now_rfc3339())
+}
+
+/// [`encode`] with a timestamp the caller already has (replies whose
+/// `data` carries the same instant format the clock once).
+pub fn encode_at<D: Serialize + ?Sized>(
+    ids: &MessageIds,
+    kind: &str,
+    data: &D,
+    reply_to: Option<&Value>,
+    timestamp: &str,
+) -> EncodedMessage {
     let id = ids.next_id();
-    let timestamp = clock::now_rfc3339();
     let frame = frame::text_frame(|buf| {
         let envelope = Envelope {
             kind,
             data,
-            timestamp: &timestamp,
+            timestamp,
             id: &id,
             reply_to,
         };

@@ -5,7 +5,9 @@
 use serde_json::{json, Value};
 
 use super::clock;
-use super::envelope::{encode, EncodedMessage};
+use serde::Serialize;
+
+use super::envelope::{encode, encode_at, EncodedMessage};
 use super::error::ProtocolError;
 use super::event::EventSet;
 use super::ids::MessageIds;
@@ -27,14 +29,38 @@ pub fn connection_established(
     encode(ids, "connection.established", &data, None)
 }
 
+/// `pong` data; typed rather than a `json!` map because pings are the
+/// most frequent client message.
+#[derive(Serialize)]
+struct PongData<'a> {
+    timestamp: &'a str,
+    #[serde(rename = "pingId")]
+    ping_id: &'a Value,
+}
+
+#[derive(Serialize)]
+struct TimestampData<'a> {
+    timestamp: &'a str,
+}
+
 pub fn pong(ids: &MessageIds, ping_id: &Value, reply_to: Option<&Value>) -> EncodedMessage {
-    let data = json!({"timestamp": clock::now_rfc3339(), "pingId": ping_id});
-    encode(ids, "pong", &data, reply_to)
+    let now = clock::now_rfc3339();
+    let data = PongData {
+        timestamp: &now,
+        ping_id,
+    };
+    encode_at(ids, "pong", &data, reply_to, &now)
 }
 
 pub fn heartbeat_ack(ids: &MessageIds, reply_to: Option<&Value>) -> EncodedMessage {
-    let data = json!({"timestamp": clock::now_rfc3339()});
-    encode(ids, "heartbeat.ack", &data, reply_to)
+    let now = clock::now_rfc3339();
+    encode_at(
+        ids,
+        "heartbeat.ack",
+        &TimestampData { timestamp: &now },
+        reply_to,
+        &now,
+    )
 }
 
 /// `subscription.confirmed` or `unsubscription.confirmed`.
