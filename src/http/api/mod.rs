@@ -28,7 +28,14 @@ pub async fn handle(
     segments: &[&str],
 ) -> Response {
     if let Err(error) = check_api_key(state, &request) {
-        return error.into_response();
+        // The body is left unread (an unauthenticated caller gets no say in
+        // what we read), so hyper will not reuse this connection: say so,
+        // rather than let a keep-alive client find the socket closed.
+        let mut response = error.into_response();
+        response
+            .headers_mut()
+            .insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
+        return response;
     }
     match dispatch(state, request, segments).await {
         Ok(response) => response,
