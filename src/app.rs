@@ -11,11 +11,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::jwt::KeyError;
 use crate::auth::TokenVerifier;
+use crate::cluster::redis::RedisBackplane;
+use crate::cluster::{Backplane, LocalBackplane};
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::http::AppState;
 use crate::hub::shard::ShardSettings;
 use crate::hub::Hub;
+use crate::limits::admission::SharedSlots;
 use crate::limits::Admission;
 use crate::metrics::Metrics;
 use crate::net::listener;
@@ -36,6 +39,8 @@ pub enum StartError {
     Signal(std::io::Error),
     #[error("cannot start shard threads: {0}")]
     Shards(std::io::Error),
+    #[error("--redis-url: {0}")]
+    Redis(#[from] redis::RedisError),
 }
 
 /// A bound, ready gateway. `run` serves until the shutdown token fires.
@@ -62,6 +67,7 @@ impl Server {
             None => None,
         };
         let metrics = Arc::new(Metrics::default());
+        metrics.set_node_id(&config.node_id);
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
         let webhook = config.webhook_url.clone().map(|url| {
@@ -82,6 +88,25 @@ impl Server {
             rate_limit_messages: config.limits.rate_limit_messages,
             rate_limit_window: config.limits.rate_limit_window,
         };
+        // Cluster mode: the Redis backplane links this node to the others;
+        // otherwise a no-op, and nothing below runs any cluster code.
+        let redis = match &config.redis_url {
+            Some(url) => Some(RedisBackplane::new(
+                url,
+                &config.node_id,
+                config.timers.connection_timeout,
+                metrics.clone(),
+            )?),
+            None => None,
+        };
+        let backplane: Arc<dyn Backplane> = match &redis {
+            Some((redis, _)) => redis.clone(),
+            None => Arc::new(LocalBackplane),
+        };
+        let shared_slots: Option<Arc<dyn SharedSlots>> = match &redis {
+            Some((redis, _)) => Some(redis.clone()),
+            None => None,
+        };
         let hub = Arc::new(
             Hub::start(
                 config.shards,
@@ -89,13 +114,23 @@ impl Server {
                 metrics.clone(),
                 webhook,
                 config.node_id.clone(),
+                backplane,
             )
             .map_err(StartError::Shards)?,
         );
-        let admission = Admission::new(
+        let admission = Admission::with_shared(
             config.limits.max_connections,
             config.limits.max_connections_per_user,
+            shared_slots,
         );
+        tracing::info!(
+            node_id = %config.node_id,
+            cluster = config.redis_url.is_some(),
+            "node starting"
+        );
+        if let Some((_, tasks)) = redis {
+            tasks.spawn(hub.clone(), admission.clone(), &tracker, shutdown.clone());
+        }
         let gateway = Gateway::new(hub.clone(), admission.clone());
         let connect_rate = crate::limits::ConnectRateLimiter::new(config.connection_rate_limit);
         let state = Arc::new(AppState {

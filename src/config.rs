@@ -268,10 +268,26 @@ impl Config {
             }
             (Some(cert), Some(key)) => Some((cert, key)),
         };
-        if args.redis_url.is_some() {
+        let redis_url = match args.redis_url.filter(|u| !u.is_empty()) {
+            Some(url) => {
+                if let Err(e) = redis::Client::open(url.as_str()) {
+                    return Err(ConfigError::new(
+                        "--redis-url",
+                        format!("not a Redis URL (redis://HOST:PORT[/DB]): {e}"),
+                    ));
+                }
+                Some(url)
+            }
+            None => None,
+        };
+        let node_id = args
+            .node_id
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(random_node_id);
+        if node_id.len() > 128 || node_id.chars().any(|c| c.is_control()) {
             return Err(ConfigError::new(
-                "--redis-url",
-                "cluster mode is not supported by this build yet",
+                "--node-id",
+                "must be at most 128 characters, without control characters",
             ));
         }
         Ok(Config {
@@ -299,11 +315,8 @@ impl Config {
                 cleanup_interval: nonzero("--cleanup-interval", args.cleanup_interval)?,
             },
             shards,
-            redis_url: args.redis_url,
-            node_id: args
-                .node_id
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(random_node_id),
+            redis_url,
+            node_id,
             webhook_url,
             log_format: args.log_format,
             tls,
@@ -400,6 +413,29 @@ mod tests {
         assert!(parse(&["--dev"]).is_ok());
         let e = parse(&["--jwt-secret", "s", "--heartbeat-interval", "0s"]).expect_err("zero");
         assert_eq!(e.flag, "--heartbeat-interval");
+    }
+
+    #[test]
+    fn cluster_flags() {
+        let config = parse(&["--jwt-secret", "s"]).expect("valid");
+        assert!(config.redis_url.is_none());
+        assert!(config.node_id.starts_with("node-"));
+        let config = parse(&[
+            "--jwt-secret",
+            "s",
+            "--redis-url",
+            "redis://127.0.0.1:6390/0",
+            "--node-id",
+            "a",
+        ])
+        .expect("valid");
+        assert_eq!(
+            config.redis_url.as_deref(),
+            Some("redis://127.0.0.1:6390/0")
+        );
+        assert_eq!(config.node_id, "a");
+        let e = parse(&["--jwt-secret", "s", "--redis-url", "http://x"]).expect_err("scheme");
+        assert_eq!(e.flag, "--redis-url");
     }
 
     #[test]

@@ -160,23 +160,33 @@ impl Gateway {
         self.send_to_user(user_id, event, Value::Object(data)).await
     }
 
-    /// Closes a connection with 4003; false when there is no such connection.
+    /// Closes a connection with 4003; false when there is no such
+    /// connection. In cluster mode a connection of another node is closed
+    /// by that node (asked through the backplane).
     pub async fn disconnect(&self, connection_id: &str) -> Result<bool, ShardGone> {
+        if self.hub.is_foreign_connection(connection_id) {
+            return Ok(self.hub.backplane().disconnect_remote(connection_id).await);
+        }
         self.hub
             .disconnect(connection_id, CloseReason::Disconnected)
             .await
     }
 
-    /// Closes the user's connections with 4003 and refuses new ones.
+    /// Closes the user's connections with 4003 and refuses new ones (on
+    /// every node in cluster mode); returns how many closed on this node.
     pub async fn deactivate_user(&self, user_id: &str) -> Result<usize, ShardGone> {
+        // Refuse new handshakes first, so none slips in after the close.
         self.admission.deactivate(user_id);
+        self.hub.backplane().user_deactivated(user_id);
         self.hub
             .disconnect_user(user_id, CloseReason::Disconnected)
             .await
     }
 
+    /// Accepts the user's handshakes again (on every node in cluster mode).
     pub fn activate_user(&self, user_id: &str) {
         self.admission.activate(user_id);
+        self.hub.backplane().user_activated(user_id);
     }
 
     pub async fn connections(

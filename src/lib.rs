@@ -18,10 +18,13 @@
 //! `Arc<[u8]>`.
 //!
 //! Around them: [`config`] (parsed once), [`app`] (wiring and shutdown
-//! order), [`shutdown`], [`telemetry`], [`metrics`], [`webhook`].
+//! order), [`shutdown`], [`telemetry`], [`metrics`], [`webhook`], and
+//! [`cluster`] (with `--redis-url`: the backplane that makes many nodes
+//! one gateway; a no-op otherwise).
 
 pub mod app;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod gateway;

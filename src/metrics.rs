@@ -5,7 +5,8 @@
 //! names and labels; it does not decide what to count.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::protocol::Event;
@@ -143,6 +144,26 @@ pub struct Metrics {
     fanout_buckets: [AtomicU64; FANOUT_BUCKETS.len()],
     fanout_count: AtomicU64,
     fanout_sum_nanos: AtomicU64,
+    node_id: OnceLock<String>,
+    backplane: Backplane,
+}
+
+/// The backplane's numbers, rendered only in cluster mode.
+#[derive(Default)]
+struct Backplane {
+    enabled: AtomicBool,
+    up: AtomicBool,
+    published: AtomicU64,
+    received: AtomicU64,
+    publish_errors: AtomicU64,
+    /// Events not handed to the other nodes (queue full or backplane down).
+    dropped: AtomicU64,
+    /// Messages from other nodes that could not be decoded.
+    malformed: AtomicU64,
+    reconnects: AtomicU64,
+    /// Enqueue to Redis acknowledgement of the last publish.
+    last_lag_nanos: AtomicU64,
+    lag_sum_nanos: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -157,6 +178,8 @@ impl Default for Metrics {
             fanout_buckets: Default::default(),
             fanout_count: AtomicU64::new(0),
             fanout_sum_nanos: AtomicU64::new(0),
+            node_id: OnceLock::new(),
+            backplane: Backplane::default(),
         }
     }
 }
@@ -194,6 +217,39 @@ impl Metrics {
         self.fanout_count.fetch_add(1, Relaxed);
         self.fanout_sum_nanos
             .fetch_add(elapsed.as_nanos() as u64, Relaxed);
+    }
+
+    /// Labels `wsgate_node_info`; set once at startup.
+    pub fn set_node_id(&self, node_id: &str) {
+        let _ = self.node_id.set(node_id.to_owned());
+    }
+    /// Cluster mode: render the `wsgate_backplane_*` metrics.
+    pub fn backplane_enabled(&self) {
+        self.backplane.enabled.store(true, Relaxed);
+    }
+    pub fn backplane_up(&self, up: bool) {
+        self.backplane.up.store(up, Relaxed);
+    }
+    pub fn backplane_published(&self, lag: Duration) {
+        let nanos = lag.as_nanos() as u64;
+        self.backplane.published.fetch_add(1, Relaxed);
+        self.backplane.last_lag_nanos.store(nanos, Relaxed);
+        self.backplane.lag_sum_nanos.fetch_add(nanos, Relaxed);
+    }
+    pub fn backplane_received(&self) {
+        self.backplane.received.fetch_add(1, Relaxed);
+    }
+    pub fn backplane_publish_error(&self) {
+        self.backplane.publish_errors.fetch_add(1, Relaxed);
+    }
+    pub fn backplane_dropped(&self) {
+        self.backplane.dropped.fetch_add(1, Relaxed);
+    }
+    pub fn backplane_malformed(&self) {
+        self.backplane.malformed.fetch_add(1, Relaxed);
+    }
+    pub fn backplane_reconnected(&self) {
+        self.backplane.reconnects.fetch_add(1, Relaxed);
     }
 
     pub fn total_in(&self) -> u64 {
@@ -300,6 +356,87 @@ impl Metrics {
         let sum = self.fanout_sum_nanos.load(Relaxed) as f64 / 1e9;
         writeln!(out, "wsgate_fanout_seconds_sum {sum}")?;
         writeln!(out, "wsgate_fanout_seconds_count {count}")?;
+
+        if let Some(node_id) = self.node_id.get() {
+            writeln!(out, "# HELP wsgate_node_info This node's --node-id.")?;
+            writeln!(out, "# TYPE wsgate_node_info gauge")?;
+            let escaped = node_id.replace('\\', "\\\\").replace('"', "\\\"");
+            writeln!(out, "wsgate_node_info{{node_id=\"{escaped}\"}} 1")?;
+        }
+        if self.backplane.enabled.load(Relaxed) {
+            self.render_backplane(out)?;
+        }
+        Ok(())
+    }
+
+    fn render_backplane(&self, out: &mut String) -> std::fmt::Result {
+        let b = &self.backplane;
+        let simple: [(&str, &str, &str, u64); 7] = [
+            (
+                "wsgate_backplane_up",
+                "gauge",
+                "1 when the cluster backplane (Redis) is connected and subscribed, else 0.",
+                u64::from(b.up.load(Relaxed)),
+            ),
+            (
+                "wsgate_backplane_published_total",
+                "counter",
+                "Events handed to the other nodes.",
+                b.published.load(Relaxed),
+            ),
+            (
+                "wsgate_backplane_received_total",
+                "counter",
+                "Messages received from other nodes.",
+                b.received.load(Relaxed),
+            ),
+            (
+                "wsgate_backplane_publish_errors_total",
+                "counter",
+                "Backplane commands that failed.",
+                b.publish_errors.load(Relaxed),
+            ),
+            (
+                "wsgate_backplane_dropped_total",
+                "counter",
+                "Events delivered on this node only: backplane queue full or backplane down.",
+                b.dropped.load(Relaxed),
+            ),
+            (
+                "wsgate_backplane_malformed_total",
+                "counter",
+                "Messages from the backplane that could not be decoded.",
+                b.malformed.load(Relaxed),
+            ),
+            (
+                "wsgate_backplane_reconnects_total",
+                "counter",
+                "Times this node (re)joined the backplane.",
+                b.reconnects.load(Relaxed),
+            ),
+        ];
+        for (name, kind, help, value) in simple {
+            writeln!(out, "# HELP {name} {help}")?;
+            writeln!(out, "# TYPE {name} {kind}")?;
+            writeln!(out, "{name} {value}")?;
+        }
+        writeln!(out, "# HELP wsgate_backplane_publish_lag_seconds Time from a publish to the backplane's acknowledgement, for the last event.")?;
+        writeln!(out, "# TYPE wsgate_backplane_publish_lag_seconds gauge")?;
+        writeln!(
+            out,
+            "wsgate_backplane_publish_lag_seconds {}",
+            b.last_lag_nanos.load(Relaxed) as f64 / 1e9
+        )?;
+        writeln!(out, "# HELP wsgate_backplane_publish_lag_seconds_total Sum of publish lags (divide by wsgate_backplane_published_total for the mean).")?;
+        writeln!(
+            out,
+            "# TYPE wsgate_backplane_publish_lag_seconds_total counter"
+        )?;
+        writeln!(
+            out,
+            "wsgate_backplane_publish_lag_seconds_total {}",
+            b.lag_sum_nanos.load(Relaxed) as f64 / 1e9
+        )?;
         Ok(())
     }
 }
@@ -330,5 +467,28 @@ mod tests {
         assert!(text.contains("wsgate_fanout_seconds_bucket{le=\"0.005\"} 2\n"));
         assert!(text.contains("wsgate_fanout_seconds_count 2\n"));
         assert_eq!(m.total_out(), 5);
+        assert!(!text.contains("wsgate_backplane_up"));
+        assert!(!text.contains("wsgate_node_info"));
+    }
+
+    #[test]
+    fn node_and_backplane_metrics_in_cluster_mode() {
+        let m = Metrics::default();
+        m.set_node_id("node-\"a\"");
+        m.backplane_enabled();
+        m.backplane_up(true);
+        m.backplane_published(Duration::from_millis(2));
+        m.backplane_dropped();
+        let text = m.render();
+        assert!(
+            text.contains("wsgate_node_info{node_id=\"node-\\\"a\\\"\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("wsgate_backplane_up 1\n"));
+        assert!(text.contains("wsgate_backplane_published_total 1\n"));
+        assert!(text.contains("wsgate_backplane_dropped_total 1\n"));
+        assert!(text.contains("wsgate_backplane_publish_lag_seconds 0.002\n"));
+        m.backplane_up(false);
+        assert!(m.render().contains("wsgate_backplane_up 0\n"));
     }
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs what is missing
-# (Node packages, Chromium for the browser tests), then runs the Rust unit,
+# (Node packages, Chromium for the browser tests, redis-server for the
+# cluster tests), then runs the Rust unit,
 # integration and doc tests of the workspace and the JS client/console tests
 # against the real binary. Exits non-zero on the first failing part.
 set -euo pipefail
@@ -8,6 +9,12 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 step() { printf '\n==> %s\n' "$*"; }
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  step "installing redis-server (tests/cluster.rs runs its own on a random port)"
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server
+fi
 
 step "cargo build (debug binary used by the integration and JS tests)"
 cargo build --workspace --all-targets

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::TokenVerifier;
+use crate::cluster::BackplaneState;
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::hub::Hub;
@@ -51,12 +52,14 @@ pub async fn route(
     let path = request.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let response = match (request.method(), segments.as_slice()) {
-        (_, ["api", "v1", "ws"]) | (_, ["api", "v1", "ws", _]) => ws_route::handle(&state, request),
+        (_, ["api", "v1", "ws"]) | (_, ["api", "v1", "ws", _]) => {
+            ws_route::handle(&state, request).await
+        }
         (_, ["api", "v1", rest @ ..]) => api::handle(&state, request, rest).await,
         (_, ["conformance", "echo"]) if state.config.conformance_echo => {
             ws_route::handle_echo(&state, request)
         }
-        (&Method::GET, ["health"]) => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+        (&Method::GET, ["health"]) => health(&state),
         (&Method::GET, ["metrics"]) => {
             static_body("text/plain; version=0.0.4", state.metrics.render())
         }
@@ -65,4 +68,18 @@ pub async fn route(
         _ => ApiError::not_found("no such endpoint").into_response(),
     };
     Ok(response)
+}
+
+/// `GET /health`: 200 always (every node loses Redis alike, and a load
+/// balancer must not drop them all), but degraded while the cluster
+/// backplane is down.
+fn health(state: &AppState) -> Response {
+    let body = match state.hub.backplane().state() {
+        BackplaneState::Local => serde_json::json!({"status": "ok"}),
+        BackplaneState::Up => serde_json::json!({"status": "ok", "backplane": "connected"}),
+        BackplaneState::Down => {
+            serde_json::json!({"status": "degraded", "backplane": "disconnected"})
+        }
+    };
+    json(StatusCode::OK, &body)
 }

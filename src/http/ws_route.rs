@@ -29,8 +29,12 @@ const RETRY_CAPACITY_SECS: u64 = 5;
 const RETRY_RATE_SECS: u64 = 1;
 const SUBPROTOCOL: &str = "wsgate.v1";
 
-pub fn handle(state: &Arc<AppState>, mut request: Request<Incoming>) -> Response {
-    match admit(state, &request) {
+pub async fn handle(state: &Arc<AppState>, mut request: Request<Incoming>) -> Response {
+    let admitted = match check(state, &request) {
+        Ok(checked) => admit(state, checked).await,
+        Err(refusal) => Err(refusal),
+    };
+    match admitted {
         Ok(admitted) => upgrade(state, &mut request, admitted, false),
         Err((reason, error)) => {
             state.metrics.refused(reason);
@@ -79,10 +83,24 @@ struct NewConnectionParts {
     permit: crate::limits::ConnectionPermit,
 }
 
-fn admit(
-    state: &AppState,
-    request: &Request<Incoming>,
-) -> Result<Admitted, (RefusalReason, ApiError)> {
+/// A request that passed the upgrade and token checks.
+struct Checked {
+    accept: HeaderValue,
+    subprotocol: bool,
+    claims: crate::auth::Claims,
+}
+
+type Refusal = (RefusalReason, ApiError);
+
+fn unauthorized(e: AuthError) -> Refusal {
+    (
+        RefusalReason::Unauthorized,
+        ApiError::unauthorized(e.to_string()),
+    )
+}
+
+/// Upgrade headers and token: everything before admission, synchronously.
+fn check(state: &AppState, request: &Request<Incoming>) -> Result<Checked, Refusal> {
     let accept = upgrade::check_request(request.method(), request.headers()).map_err(|e| {
         (
             RefusalReason::BadRequest,
@@ -98,20 +116,31 @@ fn admit(
             ));
         }
     }
-    let unauthorized = |e: AuthError| {
-        (
-            RefusalReason::Unauthorized,
-            ApiError::unauthorized(e.to_string()),
-        )
-    };
     let token = extract_token(request).map_err(unauthorized)?;
     let mut claims = state.verifier.verify(&token).map_err(unauthorized)?;
     claims.expires_at = claims
         .expires_at
         .saturating_add(state.config.auth.leeway.as_secs());
+    let subprotocol = offered_protocols(request.headers()).any(|p| p == SUBPROTOCOL);
+    Ok(Checked {
+        accept,
+        subprotocol,
+        claims,
+    })
+}
+
+/// Reserves the connection's slots: node capacity, and the user's slot on
+/// this node or, in cluster mode, cluster-wide (one Redis round trip).
+async fn admit(state: &AppState, checked: Checked) -> Result<Admitted, Refusal> {
+    let Checked {
+        accept,
+        subprotocol,
+        claims,
+    } = checked;
     let permit = state
         .admission
-        .try_admit(&claims.user_id)
+        .admit(&claims.user_id)
+        .await
         .map_err(|e| match e {
             AdmissionError::UserInactive => unauthorized(AuthError::UserInactive),
             AdmissionError::TooManyForUser => (
@@ -123,7 +152,6 @@ fn admit(
                 ApiError::at_capacity(RETRY_CAPACITY_SECS),
             ),
         })?;
-    let subprotocol = offered_protocols(request.headers()).any(|p| p == SUBPROTOCOL);
     Ok(Admitted {
         accept,
         subprotocol,
@@ -192,6 +220,7 @@ fn upgrade(
 ) -> Response {
     let on_upgrade = hyper::upgrade::on(request);
     let hub = state.hub.clone();
+    let admission = state.admission.clone();
     let NewConnectionParts { claims, permit } = admitted.connection;
     state.tracker.spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -225,6 +254,11 @@ fn upgrade(
                 return;
             }
         };
+        // Deactivated (maybe on another node) while the upgrade finished.
+        if admission.is_inactive(permit.user()) {
+            tracing::debug!("user deactivated during the upgrade; connection dropped");
+            return;
+        }
         let connection = NewConnection {
             socket,
             already_read,

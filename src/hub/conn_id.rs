@@ -1,43 +1,68 @@
-//! Compact connection ids: shard, slot generation and slab key in one u64.
+//! Compact connection ids: node tag, shard, slot generation and slab key.
 //!
 //! The generation makes a reused slab slot a different id, so a message
 //! addressed to a closed connection can never reach the next occupant of
-//! its slot. The public `connection_id` string is this id in hex.
+//! its slot. The node tag (a hash of `--node-id`) makes ids from different
+//! nodes of a cluster different, so a `connections: [...]` target reaches
+//! only the node that owns each id: every other node's shards compare the
+//! whole id and miss. The public `connection_id` string is
+//! `c` + 8 hex digits of node tag + 16 hex digits of the rest.
 
 use std::fmt;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId(u64);
+pub struct ConnId {
+    node: u32,
+    bits: u64,
+}
 
 const GENERATION_BITS: u32 = 24;
 const GENERATION_MASK: u32 = (1 << GENERATION_BITS) - 1;
+const PUBLIC_LEN: usize = 1 + 8 + 16;
+
+/// The tag of a node id in connection ids: 32-bit FNV-1a of its bytes.
+pub fn node_tag(node_id: &str) -> u32 {
+    node_id.bytes().fold(0x811c_9dc5u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    })
+}
 
 impl ConnId {
-    pub fn new(shard: usize, generation: u32, key: usize) -> ConnId {
+    pub fn new(node: u32, shard: usize, generation: u32, key: usize) -> ConnId {
         let shard = (shard as u64 & 0xff) << 56;
         let generation = u64::from(generation & GENERATION_MASK) << 32;
-        ConnId(shard | generation | (key as u64 & 0xffff_ffff))
+        ConnId {
+            node,
+            bits: shard | generation | (key as u64 & 0xffff_ffff),
+        }
+    }
+
+    /// The tag of the node that owns this connection.
+    pub fn node(self) -> u32 {
+        self.node
     }
 
     pub fn shard(self) -> usize {
-        (self.0 >> 56) as usize
+        (self.bits >> 56) as usize
     }
 
     pub fn generation(self) -> u32 {
-        ((self.0 >> 32) as u32) & GENERATION_MASK
+        ((self.bits >> 32) as u32) & GENERATION_MASK
     }
 
     pub fn key(self) -> usize {
-        (self.0 & 0xffff_ffff) as usize
+        (self.bits & 0xffff_ffff) as usize
     }
 
-    /// Parses the public form (`c` + 16 hex digits).
+    /// Parses the public form (`c` + 24 hex digits), whatever its node.
     pub fn parse(public: &str) -> Option<ConnId> {
-        let hex = public.strip_prefix('c')?;
-        if hex.len() != 16 {
+        if public.len() != PUBLIC_LEN || !public.is_ascii() {
             return None;
         }
-        u64::from_str_radix(hex, 16).ok().map(ConnId)
+        let hex = public.strip_prefix('c')?;
+        let node = u32::from_str_radix(&hex[..8], 16).ok()?;
+        let bits = u64::from_str_radix(&hex[8..], 16).ok()?;
+        Some(ConnId { node, bits })
     }
 
     /// Generations wrap within their 24 bits.
@@ -48,7 +73,7 @@ impl ConnId {
 
 impl fmt::Display for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "c{:016x}", self.0)
+        write!(f, "c{:08x}{:016x}", self.node, self.bits)
     }
 }
 
@@ -58,15 +83,25 @@ mod tests {
 
     #[test]
     fn packs_and_round_trips() {
-        let id = ConnId::new(7, 0x00ab_cdef, 123_456);
+        let id = ConnId::new(0xdead_beef, 7, 0x00ab_cdef, 123_456);
         assert_eq!(
-            (id.shard(), id.generation(), id.key()),
-            (7, 0x00ab_cdef, 123_456)
+            (id.node(), id.shard(), id.generation(), id.key()),
+            (0xdead_beef, 7, 0x00ab_cdef, 123_456)
         );
+        assert_eq!(id.to_string().len(), PUBLIC_LEN);
         assert_eq!(ConnId::parse(&id.to_string()), Some(id));
-        assert_ne!(ConnId::new(7, 1, 5), ConnId::new(7, 2, 5));
+        assert_ne!(ConnId::new(1, 7, 1, 5), ConnId::new(1, 7, 2, 5));
+        assert_ne!(ConnId::new(1, 7, 1, 5), ConnId::new(2, 7, 1, 5));
         assert_eq!(ConnId::parse("nope"), None);
         assert_eq!(ConnId::parse("c123"), None);
+        assert_eq!(ConnId::parse("c0000000g0000000000000000"), None);
+        assert_eq!(ConnId::parse("cé00000000000000000000000"), None);
         assert_eq!(ConnId::next_generation(GENERATION_MASK), 0);
+    }
+
+    #[test]
+    fn node_tags_differ_per_node() {
+        assert_ne!(node_tag("node-a"), node_tag("node-b"));
+        assert_eq!(node_tag("x"), node_tag("x"));
     }
 }

@@ -6,6 +6,11 @@
 //! message exactly once and sends the same `Arc<[u8]>` to every shard
 //! involved; shards do the per-connection work. It never touches a socket
 //! or a connection's state directly.
+//!
+//! In cluster mode it hands each local publish to the [`Backplane`] once the
+//! shards have it (never awaiting the network), and other nodes' events
+//! come back in through [`Hub::deliver_remote`], which delivers on this
+//! node only and never republishes.
 
 pub mod command;
 pub mod conn_id;
@@ -21,10 +26,11 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+use crate::cluster::{Backplane, OutboundEvent};
 use crate::connection::ConnectionInfo;
 use crate::metrics::{Metrics, OutKind};
-use crate::protocol::envelope::encode;
-use crate::protocol::{Event, MessageIds};
+use crate::protocol::envelope::encode_as;
+use crate::protocol::{clock, Event, MessageIds};
 use crate::webhook::WebhookQueue;
 use crate::ws::{frame, CloseReason};
 use command::{CloseTarget, Command, Delivery, DeliveryReport, NewConnection, ShardTarget};
@@ -104,6 +110,9 @@ pub struct Hub {
     ids: MessageIds,
     max_message_size: usize,
     node_id: String,
+    /// `conn_id::node_tag(node_id)`: the node part of this node's ids.
+    node_tag: u32,
+    backplane: Arc<dyn Backplane>,
     started: Instant,
 }
 
@@ -115,12 +124,19 @@ impl Hub {
         metrics: Arc<Metrics>,
         webhook: Option<WebhookQueue>,
         node_id: String,
+        backplane: Arc<dyn Backplane>,
     ) -> std::io::Result<Hub> {
+        let node_tag = conn_id::node_tag(&node_id);
         let mut shards = Vec::with_capacity(count);
         let mut threads = Vec::with_capacity(count);
         for index in 0..count {
-            let (handle, thread) =
-                shard::spawn(index, settings.clone(), metrics.clone(), webhook.clone())?;
+            let (handle, thread) = shard::spawn(
+                index,
+                node_tag,
+                settings.clone(),
+                metrics.clone(),
+                webhook.clone(),
+            )?;
             shards.push(handle);
             threads.push(thread);
         }
@@ -131,12 +147,28 @@ impl Hub {
             ids: MessageIds::new(),
             max_message_size: settings.max_message_size,
             node_id,
+            node_tag,
+            backplane,
             started: Instant::now(),
         })
     }
 
     pub fn node_id(&self) -> &str {
         &self.node_id
+    }
+
+    pub fn node_tag(&self) -> u32 {
+        self.node_tag
+    }
+
+    /// What links this node to the others (a no-op on a single node).
+    pub fn backplane(&self) -> &Arc<dyn Backplane> {
+        &self.backplane
+    }
+
+    /// True when `connection_id` is well formed and belongs to another node.
+    pub fn is_foreign_connection(&self, connection_id: &str) -> bool {
+        ConnId::parse(connection_id).is_some_and(|id| id.node() != self.node_tag)
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -159,8 +191,9 @@ impl Hub {
     }
 
     /// Publishes an event: encoded and framed once, then delivered by
-    /// every shard that holds a recipient. Resolves once every recipient's
-    /// frame has been written or queued.
+    /// every shard that holds a recipient, and (cluster mode) handed to the
+    /// backplane for the other nodes. Resolves once every local recipient's
+    /// frame has been written or queued; `delivered` counts this node's.
     pub async fn publish(
         &self,
         event: Event,
@@ -168,7 +201,8 @@ impl Hub {
         target: Target,
     ) -> Result<Published, PublishError> {
         let started = Instant::now();
-        let message = encode(&self.ids, event.as_str(), data, None);
+        let timestamp = clock::now_rfc3339();
+        let message = encode_as(self.ids.next_id(), &timestamp, event.as_str(), data);
         let size = frame::payload_len(&message.frame);
         if size > self.max_message_size {
             return Err(PublishError::TooLarge {
@@ -177,19 +211,28 @@ impl Hub {
             });
         }
         let frame: Arc<[u8]> = Arc::from(message.frame);
-        let per_shard = self.split_target(event, target);
+        let per_shard = self.split_target(event, &target);
         let mut pending = Vec::with_capacity(per_shard.len());
-        for (index, target) in per_shard {
+        for (index, shard_target) in per_shard {
             let (report, receive) = oneshot::channel();
             self.shards[index]
                 .send(Command::Deliver(Delivery {
-                    target,
+                    target: shard_target,
                     frame: frame.clone(),
                     kind: OutKind::Event(event),
                     report: Some(report),
                 }))
                 .await?;
             pending.push(receive);
+        }
+        if !self.backplane.is_local() {
+            self.backplane.publish(&OutboundEvent {
+                id: &message.id,
+                timestamp: &timestamp,
+                event,
+                data,
+                target: &target,
+            });
         }
         let mut delivered = 0;
         let mut last_write = started;
@@ -209,8 +252,36 @@ impl Hub {
         })
     }
 
+    /// Delivers an event another node published (with that node's id and
+    /// timestamp) to this node's matching connections only: framed once,
+    /// never republished, not waited for. Returns how many shards got it.
+    pub async fn deliver_remote(
+        &self,
+        id: String,
+        timestamp: &str,
+        event: Event,
+        data: &Value,
+        target: &Target,
+    ) -> Result<usize, ShardGone> {
+        let message = encode_as(id, timestamp, event.as_str(), data);
+        let frame: Arc<[u8]> = Arc::from(message.frame);
+        let per_shard = self.split_target(event, target);
+        let shards = per_shard.len();
+        for (index, shard_target) in per_shard {
+            self.shards[index]
+                .send(Command::Deliver(Delivery {
+                    target: shard_target,
+                    frame: frame.clone(),
+                    kind: OutKind::Event(event),
+                    report: None,
+                }))
+                .await?;
+        }
+        Ok(shards)
+    }
+
     /// Which shards a target touches, and what each must do.
-    fn split_target(&self, event: Event, target: Target) -> Vec<(usize, ShardTarget)> {
+    fn split_target(&self, event: Event, target: &Target) -> Vec<(usize, ShardTarget)> {
         match target {
             Target::All => (0..self.shards.len())
                 .map(|i| (i, ShardTarget::All))
@@ -222,10 +293,14 @@ impl Hub {
                 let mut by_shard: Vec<(Vec<Arc<str>>, Vec<ConnId>)> =
                     (0..self.shards.len()).map(|_| Default::default()).collect();
                 for user in users {
-                    let shard = self.shard_of(&user);
-                    by_shard[shard].0.push(Arc::from(user));
+                    let shard = self.shard_of(user);
+                    by_shard[shard].0.push(Arc::from(user.as_str()));
                 }
-                for id in connections.iter().filter_map(|c| ConnId::parse(c)) {
+                let own = connections
+                    .iter()
+                    .filter_map(|c| ConnId::parse(c))
+                    .filter(|id| id.node() == self.node_tag);
+                for id in own {
                     if let Some(slot) = by_shard.get_mut(id.shard()) {
                         slot.1.push(id);
                     }
@@ -248,7 +323,7 @@ impl Hub {
         connection_id: &str,
         reason: CloseReason,
     ) -> Result<bool, ShardGone> {
-        let Some(id) = ConnId::parse(connection_id) else {
+        let Some(id) = ConnId::parse(connection_id).filter(|id| id.node() == self.node_tag) else {
             return Ok(false);
         };
         let Some(shard) = self.shards.get(id.shard()) else {

@@ -118,6 +118,7 @@ impl ShardHandle {
 /// Starts shard `index` on its own thread.
 pub fn spawn(
     index: usize,
+    node: u32,
     settings: ShardSettings,
     metrics: Arc<Metrics>,
     webhook: Option<WebhookQueue>,
@@ -128,6 +129,7 @@ pub fn spawn(
     let stats = Arc::new(ShardStats::default());
     let shard = Shard {
         index,
+        node,
         ws_config: settings.ws_config(),
         limiter: RateLimiter::new(settings.rate_limit_messages, settings.rate_limit_window),
         settings,
@@ -168,6 +170,8 @@ pub fn spawn(
 
 struct Shard {
     index: usize,
+    /// This node's tag in connection ids (`conn_id::node_tag`).
+    node: u32,
     settings: ShardSettings,
     ws_config: WebSocketConfig,
     poll: Poll,
@@ -406,7 +410,7 @@ impl Shard {
         let entry = self.connections.vacant_entry();
         let key = entry.key();
         self.generation = ConnId::next_generation(self.generation);
-        let id = ConnId::new(self.index, self.generation, key);
+        let id = ConnId::new(self.node, self.index, self.generation, key);
         let mut socket = mio::net::TcpStream::from_std(new.socket);
         if let Err(error) = self.poll.registry().register(
             &mut socket,

@@ -7,9 +7,16 @@
 //! when the connection is dropped. Per-user counts are striped over small
 //! `parking_lot` mutexes, taken once at connect and once at disconnect,
 //! never on the message path.
+//!
+//! Per-user counting is pluggable: the local counters always run (they are
+//! this node's truth and the fallback), and in cluster mode a
+//! [`SharedSlots`] implementation (the Redis backplane) additionally
+//! reserves the slot cluster-wide, atomically, in [`Admission::admit`].
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -30,18 +37,37 @@ pub enum AdmissionError {
     UserInactive,
 }
 
+/// A future returned by [`SharedSlots::acquire`].
+pub type SlotFuture<'a> = Pin<Box<dyn Future<Output = Result<u64, AdmissionError>> + Send + 'a>>;
+
+/// Per-user slots shared by every node of a cluster.
+pub trait SharedSlots: Send + Sync {
+    /// Reserves one of `user`'s `limit` slots cluster-wide, atomically (no
+    /// check-then-act), returning the slot's id; refuses with
+    /// `TooManyForUser` or `UserInactive`. When the shared store is
+    /// unreachable it admits (degraded: local counting only) and still
+    /// returns an id, so the slot is counted once the store is back.
+    fn acquire<'a>(&'a self, user: &'a Arc<str>, limit: usize) -> SlotFuture<'a>;
+
+    /// Frees a slot. Called from `Drop`: must not block or await.
+    fn release(&self, user: &Arc<str>, slot: u64);
+}
+
 pub struct Admission {
     max_total: usize,
     max_per_user: usize,
     total: AtomicUsize,
     per_user: Box<[UserCounts]>,
     inactive: RwLock<HashSet<String>>,
+    shared: Option<Arc<dyn SharedSlots>>,
 }
 
 /// One reserved connection slot; dropping it frees the slot.
 pub struct ConnectionPermit {
     admission: Arc<Admission>,
     user: Arc<str>,
+    /// The cluster-wide slot, in cluster mode.
+    shared_slot: Option<u64>,
 }
 
 impl ConnectionPermit {
@@ -60,13 +86,34 @@ impl std::fmt::Debug for ConnectionPermit {
 
 impl Admission {
     pub fn new(max_total: usize, max_per_user: usize) -> Arc<Self> {
+        Self::with_shared(max_total, max_per_user, None)
+    }
+
+    /// Admission whose per-user slots are also reserved in `shared`.
+    pub fn with_shared(
+        max_total: usize,
+        max_per_user: usize,
+        shared: Option<Arc<dyn SharedSlots>>,
+    ) -> Arc<Self> {
         Arc::new(Admission {
             max_total,
             max_per_user,
             total: AtomicUsize::new(0),
             per_user: (0..STRIPES).map(|_| Mutex::new(HashMap::new())).collect(),
             inactive: RwLock::new(HashSet::new()),
+            shared,
         })
+    }
+
+    /// Reserves a slot for `user` on this node and, in cluster mode,
+    /// cluster-wide; or says why not.
+    pub async fn admit(self: &Arc<Self>, user: &str) -> Result<ConnectionPermit, AdmissionError> {
+        let mut permit = self.try_admit(user)?;
+        if let Some(shared) = &self.shared {
+            // On refusal the local slot goes back when `permit` drops.
+            permit.shared_slot = Some(shared.acquire(&permit.user, self.max_per_user).await?);
+        }
+        Ok(permit)
     }
 
     fn stripe(&self, user: &str) -> &UserCounts {
@@ -74,7 +121,7 @@ impl Admission {
         &self.per_user[(hash as usize) % STRIPES]
     }
 
-    /// Reserves a slot for `user`, or says why not.
+    /// Reserves a slot for `user` on this node only, or says why not.
     pub fn try_admit(self: &Arc<Self>, user: &str) -> Result<ConnectionPermit, AdmissionError> {
         if self.is_inactive(user) {
             return Err(AdmissionError::UserInactive);
@@ -99,6 +146,7 @@ impl Admission {
         Ok(ConnectionPermit {
             admission: self.clone(),
             user,
+            shared_slot: None,
         })
     }
 
@@ -134,10 +182,22 @@ impl Admission {
         let inactive = self.inactive.read();
         !inactive.is_empty() && inactive.contains(user)
     }
+
+    /// Replaces the deactivated users with `users` (the cluster's set, when
+    /// a node joins or rejoins); returns those that were not inactive here.
+    pub fn replace_inactive(&self, users: HashSet<String>) -> Vec<String> {
+        let mut inactive = self.inactive.write();
+        let added = users.difference(&inactive).cloned().collect();
+        *inactive = users;
+        added
+    }
 }
 
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
+        if let (Some(slot), Some(shared)) = (self.shared_slot, &self.admission.shared) {
+            shared.release(&self.user, slot);
+        }
         self.admission.release(&self.user);
     }
 }

@@ -30,6 +30,28 @@ pub struct EncodedMessage {
     pub frame: Vec<u8>,
 }
 
+/// Encodes a server message with a given id and timestamp: a message
+/// published on another node of a cluster keeps that node's id and time.
+pub fn encode_as<D: Serialize + ?Sized>(
+    id: String,
+    timestamp: &str,
+    kind: &str,
+    data: &D,
+) -> EncodedMessage {
+    let frame = frame::text_frame(|buf| {
+        let envelope = Envelope {
+            kind,
+            data,
+            timestamp,
+            id: &id,
+            reply_to: None,
+        };
+        // As in `encode`: cannot fail for the types used here.
+        let _ = serde_json::to_writer(buf, &envelope);
+    });
+    EncodedMessage { id, frame }
+}
+
 /// Encodes a server message as a ready-to-write text frame.
 pub fn encode<D: Serialize + ?Sized>(
     ids: &MessageIds,

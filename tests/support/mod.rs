@@ -15,6 +15,7 @@ pub mod jwt;
 pub mod metrics;
 pub mod mock_http;
 pub mod raw;
+pub mod redis;
 pub mod server;
 pub mod ws;
 

@@ -7,7 +7,6 @@ use hyper::StatusCode;
 
 use crate::http::response::{json, no_content, ApiError, Response};
 use crate::http::AppState;
-use crate::ws::CloseReason;
 
 pub fn stats(state: &AppState) -> Response {
     json(StatusCode::OK, &state.hub.stats())
@@ -31,11 +30,7 @@ pub async fn list_connections(
 }
 
 pub async fn disconnect(state: &Arc<AppState>, connection_id: &str) -> Result<Response, ApiError> {
-    match state
-        .hub
-        .disconnect(connection_id, CloseReason::Disconnected)
-        .await
-    {
+    match state.gateway.disconnect(connection_id).await {
         Ok(true) => Ok(no_content()),
         Ok(false) => Err(ApiError::not_found(format!(
             "no connection `{connection_id}`"
@@ -45,11 +40,9 @@ pub async fn disconnect(state: &Arc<AppState>, connection_id: &str) -> Result<Re
 }
 
 pub async fn deactivate(state: &Arc<AppState>, user_id: &str) -> Result<Response, ApiError> {
-    // Refuse new handshakes first, so none slips in after the close.
-    state.admission.deactivate(user_id);
     state
-        .hub
-        .disconnect_user(user_id, CloseReason::Disconnected)
+        .gateway
+        .deactivate_user(user_id)
         .await
         .map_err(|_| ApiError::unavailable("the server is shutting down"))?;
     tracing::info!(user = user_id, "user deactivated");
@@ -57,7 +50,7 @@ pub async fn deactivate(state: &Arc<AppState>, user_id: &str) -> Result<Response
 }
 
 pub fn activate(state: &AppState, user_id: &str) -> Response {
-    state.admission.activate(user_id);
+    state.gateway.activate_user(user_id);
     tracing::info!(user = user_id, "user activated");
     no_content()
 }

@@ -1,0 +1,104 @@
+//! Cluster mode: how nodes share events, per-user limits and user state.
+//!
+//! Owns the [`Backplane`] seam between the hub and whatever links the nodes
+//! (Redis today; NATS or anything with pub/sub and an atomic counter would
+//! fit the same trait), the node-to-node message format ([`wire`]), and the
+//! Redis implementation ([`redis`]). The default, [`LocalBackplane`], does
+//! nothing at all, so a single node pays one no-op virtual call per publish
+//! and nothing else.
+//!
+//! It must not touch sockets or connection state: remote events come back
+//! in through [`Hub::deliver_remote`](crate::hub::Hub::deliver_remote) and
+//! the hub's close calls. It must never block the caller: every method of
+//! the trait either returns at once (hand-off to a task over a channel) or
+//! is awaited on the server API's own path, with a deadline.
+
+pub mod redis;
+pub mod wire;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde_json::Value;
+
+use crate::hub::Target;
+use crate::protocol::Event;
+
+/// A boxed future, for the trait's few async calls (keeps it object-safe).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Whether cross-node delivery works right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackplaneState {
+    /// Single node: nothing to be connected to.
+    Local,
+    /// Connected and subscribed.
+    Up,
+    /// Cluster mode, but the backplane is unreachable: events are delivered
+    /// on this node only, per-user limits count this node only.
+    Down,
+}
+
+/// An event this node has just delivered locally, to hand to the others.
+#[derive(Debug, Clone, Copy)]
+pub struct OutboundEvent<'a> {
+    /// The message id every recipient on every node sees.
+    pub id: &'a str,
+    pub timestamp: &'a str,
+    pub event: Event,
+    pub data: &'a Value,
+    pub target: &'a Target,
+}
+
+/// What links the nodes of a cluster. Implementations hand work to their
+/// own tasks; no method blocks on the network on the publish path.
+pub trait Backplane: Send + Sync + 'static {
+    /// True for the single-node default: callers then skip all cluster work.
+    fn is_local(&self) -> bool {
+        false
+    }
+
+    /// Hands an event already delivered on this node to every other node.
+    /// Must return at once; when the backplane cannot keep up or is down,
+    /// the event is dropped for the other nodes and counted.
+    fn publish(&self, event: &OutboundEvent<'_>);
+
+    fn state(&self) -> BackplaneState;
+
+    /// Asks the node that owns `connection_id` (another node) to close it
+    /// with 4003; resolves to whether it did, `false` when no node answered
+    /// in time.
+    fn disconnect_remote<'a>(&'a self, connection_id: &'a str) -> BoxFuture<'a, bool>;
+
+    /// Records the deactivation cluster-wide and tells every other node to
+    /// close the user's connections and refuse new ones.
+    fn user_deactivated(&self, user: &str);
+
+    /// Records the activation cluster-wide and tells every other node.
+    fn user_activated(&self, user: &str);
+}
+
+/// The single-node default: no other nodes, nothing to do.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LocalBackplane;
+
+impl Backplane for LocalBackplane {
+    fn is_local(&self) -> bool {
+        true
+    }
+
+    #[inline]
+    fn publish(&self, _event: &OutboundEvent<'_>) {}
+
+    fn state(&self) -> BackplaneState {
+        BackplaneState::Local
+    }
+
+    fn disconnect_remote<'a>(&'a self, _connection_id: &'a str) -> BoxFuture<'a, bool> {
+        Box::pin(std::future::ready(false))
+    }
+
+    fn user_deactivated(&self, _user: &str) {}
+
+    fn user_activated(&self, _user: &str) {}
+}

@@ -1,0 +1,431 @@
+//! Cluster mode (SPEC section 5) against real processes: a private
+//! redis-server on a random loopback port and two or three `wsgate serve`
+//! nodes sharing it. Every wait is a read or a poll with a deadline.
+
+#[allow(unused_imports)]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::redis::RedisServer;
+use support::ws::refusal_status;
+use support::{random_string, wait_until, TestServer, TokenVia, WsClient};
+
+/// Time allowed for cluster state to converge (joins, lease expiry).
+const CONVERGE: Duration = Duration::from_secs(15);
+
+struct Cluster {
+    redis: RedisServer,
+    nodes: Vec<TestServer>,
+}
+
+fn start_node(redis: &RedisServer, secret: &str, name: &str, extra: &[&str]) -> TestServer {
+    let url = redis.url();
+    let mut args = vec!["--redis-url", &url, "--node-id", name, "--shards", "2"];
+    args.extend_from_slice(extra);
+    TestServer::builder().secret(secret).args(&args).start()
+}
+
+impl Cluster {
+    fn start(count: usize, extra: &[&str]) -> Cluster {
+        let redis = RedisServer::start();
+        let secret = random_string(32);
+        let nodes: Vec<TestServer> = (0..count)
+            .map(|i| {
+                start_node(
+                    &redis,
+                    &secret,
+                    &format!("node-{i}-{}", random_string(4)),
+                    extra,
+                )
+            })
+            .collect();
+        for node in &nodes {
+            wait_joined(node);
+        }
+        Cluster { redis, nodes }
+    }
+}
+
+fn health(node: &TestServer) -> Value {
+    let r = node.get_public("/health");
+    r.expect_status(200);
+    r.json.clone()
+}
+
+fn wait_joined(node: &TestServer) {
+    assert!(
+        wait_until(CONVERGE, || health(node)["backplane"] == "connected"),
+        "node did not join the backplane: {}; stderr:\n{}",
+        health(node),
+        node.stderr_contents()
+    );
+}
+
+fn wait_degraded(node: &TestServer) {
+    assert!(
+        wait_until(CONVERGE, || health(node)
+            == json!({"status": "degraded", "backplane": "disconnected"})),
+        "node did not report the backplane down: {}",
+        health(node)
+    );
+}
+
+/// The next message must be `ty` with this `id` (strict: no skipping, so
+/// a duplicate or a stray message fails the test).
+fn expect_next(client: &mut WsClient, ty: &str, id: &str) -> Value {
+    let m = client.recv_json();
+    assert_eq!(m["type"], ty, "expected {ty} {id}, got {m}");
+    assert_eq!(m["id"], id, "same id on every node expected: {m}");
+    m
+}
+
+fn publish(node: &TestServer, path: &str, body: Value) -> (String, u64) {
+    let r = node.api_post(path, &body);
+    let delivered = r.delivered();
+    (r.json["id"].as_str().expect("id").to_string(), delivered)
+}
+
+/// A barrier through the backplane: a marker published on `via` to the
+/// client's connection must be the very next thing it receives.
+fn barrier(via: &TestServer, client: &mut WsClient) {
+    let marker = random_string(10);
+    via.publish(&json!({
+        "type": "system.maintenance",
+        "data": {"marker": marker},
+        "connections": [client.connection_id()],
+    }));
+    let m = client.recv_json();
+    assert!(
+        m["type"] == "system.maintenance" && m["data"]["marker"] == marker.as_str(),
+        "expected only the barrier, got {m}"
+    );
+}
+
+#[test]
+fn events_cross_nodes_for_every_target_once() {
+    let cluster = Cluster::start(3, &[]);
+    let [a, b, c] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let mut u1_a = a.ws("u1");
+    let mut u1_b = b.ws("u1");
+    let mut u2_c = c.ws("u2");
+    let mut idle_b = b.ws("idle");
+    for client in [&mut u1_b, &mut u2_c] {
+        client.subscribe(&["review.updated"]);
+    }
+    assert_ne!(u1_a.connection_id(), u1_b.connection_id());
+
+    // Subscribers, published on A: B's and C's subscribers, nobody on A.
+    let (id, delivered) = publish(
+        a,
+        "/api/v1/events",
+        json!({"type": "review.updated", "data": {"k": 1}}),
+    );
+    assert_eq!(delivered, 0, "delivered counts this node only");
+    let m = expect_next(&mut u1_b, "review.updated", &id);
+    assert_eq!(m["data"]["k"], 1);
+    expect_next(&mut u2_c, "review.updated", &id);
+
+    // Users: every connection of u1, on A and on B.
+    let (id, delivered) = publish(
+        b,
+        "/api/v1/events",
+        json!({"type": "upload.progress", "data": {}, "users": ["u1"]}),
+    );
+    assert_eq!(delivered, 1);
+    expect_next(&mut u1_a, "upload.progress", &id);
+    expect_next(&mut u1_b, "upload.progress", &id);
+
+    // Connections: ids owned by other nodes, addressed from C.
+    let (id, delivered) = publish(
+        c,
+        "/api/v1/events",
+        json!({"type": "file.ready", "data": {}, "connections": [u1_a.connection_id(), idle_b.connection_id()]}),
+    );
+    assert_eq!(delivered, 0);
+    expect_next(&mut u1_a, "file.ready", &id);
+    expect_next(&mut idle_b, "file.ready", &id);
+
+    // All.
+    let (id, _) = publish(
+        a,
+        "/api/v1/events",
+        json!({"type": "system.maintenance", "data": {}, "all": true}),
+    );
+    for client in [&mut u1_a, &mut u1_b, &mut u2_c, &mut idle_b] {
+        expect_next(client, "system.maintenance", &id);
+    }
+
+    // The seed's helpers.
+    let (id, _) = publish(
+        b,
+        "/api/v1/notifications",
+        json!({"message": "hi", "level": "warning"}),
+    );
+    for client in [&mut u1_a, &mut u1_b, &mut u2_c, &mut idle_b] {
+        let m = expect_next(client, "system.notification", &id);
+        assert_eq!(m["data"]["message"], "hi");
+    }
+    let (id, _) = publish(
+        c,
+        "/api/v1/notifications",
+        json!({"message": "to u2", "users": ["u2"]}),
+    );
+    expect_next(&mut u2_c, "system.notification", &id);
+    let (id, _) = publish(
+        a,
+        "/api/v1/reviews/r9/updated",
+        json!({"changes": {"x": 1}}),
+    );
+    for client in [&mut u1_b, &mut u2_c] {
+        let m = expect_next(client, "review.updated", &id);
+        assert_eq!(m["data"]["review_id"], "r9");
+    }
+    let (id, _) = publish(
+        c,
+        "/api/v1/files/f1/status",
+        json!({"user_id": "u1", "status": "processing", "progress": 50}),
+    );
+    for client in [&mut u1_a, &mut u1_b] {
+        let m = expect_next(client, "file.processing", &id);
+        assert_eq!(m["data"]["progress"], 50);
+    }
+
+    // Nothing else arrived anywhere: no duplicates, no strays.
+    for (via, client) in [
+        (c, &mut u1_a),
+        (a, &mut u1_b),
+        (b, &mut u2_c),
+        (c, &mut idle_b),
+    ] {
+        barrier(via, client);
+    }
+
+    // stats and metrics are this node's, named by --node-id.
+    let stats = b.api_get("/api/v1/stats").json.clone();
+    assert_eq!(stats["connections"], 2, "{stats}");
+    let node_id = stats["node_id"].as_str().expect("node_id").to_string();
+    let metrics = b.metrics();
+    assert!(
+        metrics.contains(&format!("wsgate_node_info{{node_id=\"{node_id}\"}} 1")),
+        "{metrics}"
+    );
+    assert!(metrics.contains("wsgate_backplane_up 1"), "{metrics}");
+    let listed = b.connections(None);
+    assert_eq!(
+        listed.len(),
+        2,
+        "GET /connections lists this node's: {listed:?}"
+    );
+}
+
+#[test]
+fn per_user_limit_holds_across_nodes() {
+    let cluster = Cluster::start(2, &["--max-connections-per-user", "2"]);
+    let [a, b] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let first = a.ws("lim");
+    let _second = b.ws("lim");
+    for node in [a, b] {
+        let r = WsClient::try_connect(node.addr(), TokenVia::Path, &node.token("lim"));
+        assert_eq!(refusal_status(r), 429);
+    }
+    // A slot freed on A is usable on B.
+    drop(first);
+    assert!(
+        wait_until(CONVERGE, || WsClient::try_connect(
+            b.addr(),
+            TokenVia::Path,
+            &b.token("lim")
+        )
+        .is_ok()),
+        "the freed slot never became usable on the other node"
+    );
+
+    // Simultaneous handshakes on both nodes: never more than the limit.
+    for round in 0..3 {
+        let user = format!("race-{round}");
+        let attempts: Vec<(std::net::SocketAddr, String)> = (0..8)
+            .map(|i| {
+                let node = if i % 2 == 0 { a } else { b };
+                (node.addr(), node.token(&user))
+            })
+            .collect();
+        let start = std::sync::Arc::new(std::sync::Barrier::new(attempts.len()));
+        let handles: Vec<_> = attempts
+            .into_iter()
+            .map(|(addr, token)| {
+                let start = start.clone();
+                std::thread::spawn(move || {
+                    start.wait();
+                    WsClient::try_connect(addr, TokenVia::Path, &token).ok()
+                })
+            })
+            .collect();
+        let admitted: Vec<WsClient> = handles
+            .into_iter()
+            .filter_map(|h| h.join().expect("connect thread"))
+            .collect();
+        assert_eq!(
+            admitted.len(),
+            2,
+            "round {round}: the limit is 2 cluster-wide"
+        );
+    }
+}
+
+#[test]
+fn deactivation_and_disconnect_reach_every_node() {
+    let cluster = Cluster::start(2, &[]);
+    let [a, b] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let mut on_a = a.ws("bad");
+    let mut on_b = b.ws("bad");
+    a.api_post("/api/v1/users/bad/deactivate", &json!({}))
+        .expect_status(204);
+    assert_eq!(on_a.expect_close().0, 4003);
+    assert_eq!(on_b.expect_close().0, 4003);
+    for node in [a, b] {
+        let r = WsClient::try_connect(node.addr(), TokenVia::Path, &node.token("bad"));
+        assert_eq!(refusal_status(r), 401);
+    }
+    b.api_post("/api/v1/users/bad/activate", &json!({}))
+        .expect_status(204);
+    assert!(
+        wait_until(CONVERGE, || WsClient::try_connect(
+            a.addr(),
+            TokenVia::Path,
+            &a.token("bad")
+        )
+        .is_ok()),
+        "activation on B never reached A"
+    );
+
+    // DELETE from any node closes a connection of another node.
+    let mut target = b.ws("victim");
+    a.api_delete(&format!("/api/v1/connections/{}", target.connection_id()))
+        .expect_status(204);
+    assert_eq!(target.expect_close().0, 4003);
+    let gone = a.api_delete(&format!("/api/v1/connections/{}", target.connection_id()));
+    gone.expect_error(404, "NOT_FOUND");
+}
+
+#[test]
+fn a_killed_node_stops_counting_within_the_connection_timeout() {
+    let timeout = "2s";
+    let mut cluster = Cluster::start(
+        2,
+        &[
+            "--max-connections-per-user",
+            "1",
+            "--connection-timeout",
+            timeout,
+        ],
+    );
+    let mut doomed = cluster.nodes.remove(0);
+    let b = &cluster.nodes[0];
+    let _held = doomed.ws("solo");
+    let r = WsClient::try_connect(b.addr(), TokenVia::Path, &b.token("solo"));
+    assert_eq!(refusal_status(r), 429);
+    doomed.signal(libc::SIGKILL);
+    assert!(doomed.wait_exit(Duration::from_secs(5)).is_some());
+    let killed_at = Instant::now();
+    assert!(
+        wait_until(CONVERGE, || WsClient::try_connect(
+            b.addr(),
+            TokenVia::Path,
+            &b.token("solo")
+        )
+        .is_ok()),
+        "the killed node's connection still counts"
+    );
+    let waited = killed_at.elapsed();
+    assert!(
+        waited < Duration::from_secs(2) + Duration::from_millis(1500),
+        "took {waited:?}, more than --connection-timeout {timeout} (+ slack)"
+    );
+}
+
+#[test]
+fn losing_redis_degrades_but_keeps_serving_then_recovers() {
+    let mut cluster = Cluster::start(2, &["--max-connections-per-user", "1"]);
+    let mut a_client = cluster.nodes[0].ws("keep-a");
+    let mut b_client = cluster.nodes[1].ws("keep-b");
+
+    cluster.redis.stop();
+    for node in &cluster.nodes {
+        wait_degraded(node);
+        assert!(node.metrics().contains("wsgate_backplane_up 0"));
+    }
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    // Local publishing goes on, without blocking, and clients stay.
+    let started = Instant::now();
+    let (id, delivered) = publish(
+        a,
+        "/api/v1/events",
+        json!({"type": "system.notification", "data": {}, "all": true}),
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "a publish blocked on Redis"
+    );
+    assert_eq!(delivered, 1);
+    expect_next(&mut a_client, "system.notification", &id);
+    // A connection admitted while degraded (counted locally only).
+    let _late = b.ws("late");
+
+    cluster.redis.restart();
+    for node in &cluster.nodes {
+        wait_joined(node);
+    }
+    // Cross-node delivery is back, and the old clients are still served.
+    let (id, _) = publish(
+        a,
+        "/api/v1/events",
+        json!({"type": "upload.completed", "data": {}, "users": ["keep-b"]}),
+    );
+    expect_next(&mut b_client, "upload.completed", &id);
+    let (id, _) = publish(
+        b,
+        "/api/v1/events",
+        json!({"type": "upload.completed", "data": {}, "users": ["keep-a"]}),
+    );
+    expect_next(&mut a_client, "upload.completed", &id);
+    // Rejoining re-registered the live connections: the limits hold again.
+    for (node, user) in [(a, "keep-b"), (a, "late"), (b, "keep-a")] {
+        let r = WsClient::try_connect(node.addr(), TokenVia::Path, &node.token(user));
+        assert_eq!(
+            refusal_status(r),
+            429,
+            "{user} must still count after the rejoin"
+        );
+    }
+    a_client.assert_alive();
+    b_client.assert_alive();
+}
+
+#[test]
+fn single_node_has_no_backplane() {
+    let node = TestServer::start(&["--node-id", "solo-node"]);
+    assert_eq!(health(&node), json!({"status": "ok"}));
+    let metrics = node.metrics();
+    assert!(!metrics.contains("wsgate_backplane_up"));
+    assert!(metrics.contains("wsgate_node_info{node_id=\"solo-node\"} 1"));
+    assert_eq!(node.api_get("/api/v1/stats").json["node_id"], "solo-node");
+}
+
+#[test]
+fn a_bad_redis_url_exits_2_naming_the_flag() {
+    let out = support::run_cli(
+        &["serve", "--jwt-secret", "s", "--redis-url", "http://nope"],
+        &[],
+        Duration::from_secs(10),
+    );
+    assert_eq!(out.code, Some(2));
+    assert!(out.stderr.contains("--redis-url"), "{}", out.stderr);
+}
