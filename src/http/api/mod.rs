@@ -32,9 +32,10 @@ pub async fn handle(
         // what we read), so hyper will not reuse this connection: say so,
         // rather than let a keep-alive client find the socket closed.
         let mut response = error.into_response();
-        response
-            .headers_mut()
-            .insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
+        response.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
         return response;
     }
     match dispatch(state, request, segments).await {
