@@ -1,0 +1,458 @@
+//! A shard: one reactor thread that owns a slab of connections and does
+//! all of their I/O with readiness-based (epoll, via mio) non-blocking
+//! reads and writes.
+//!
+//! Users are assigned to shards by hash, so a user's connections, the
+//! user's rate-limit window and the per-event subscriber index of those
+//! connections all live here and are touched without any lock. The rest of
+//! the process talks to a shard only through its bounded command channel
+//! (see `command`). Timers are one coarse sweep per tick, not a timer per
+//! connection. This module must not block: no waiting on other shards, no
+//! locks held across anything but a counter update.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+use tokio::sync::{mpsc, oneshot};
+use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
+use tungstenite::Message;
+
+use super::command::{CloseTarget, Command, DeliveryReport, NewConnection};
+use super::conn_id::ConnId;
+use crate::connection::outbound::Chunk;
+use crate::connection::{Connection, ConnectionInfo, Outbound, Phase};
+use crate::limits::RateLimiter;
+use crate::metrics::{Metrics, OutKind};
+use crate::protocol::{clock, server, Event, EventSet, MessageIds};
+use crate::webhook::WebhookQueue;
+use crate::ws::{frame, CloseReason};
+
+mod messages;
+mod sockets;
+mod timers;
+
+const WAKER: Token = Token(usize::MAX);
+/// Socket reads per connection per reactor turn before others get a go.
+const READ_BUDGET: usize = 16;
+/// Commands handled per reactor turn before sockets get a go.
+const COMMAND_BUDGET: usize = 512;
+const SCRATCH_SIZE: usize = 64 * 1024;
+/// One TLS record's worth of plaintext.
+const PLAINTEXT_SIZE: usize = 16 * 1024;
+/// How long a closing connection may take to finish the close handshake.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+const COMMAND_QUEUE: usize = 4096;
+/// Interval between two batches of a shutdown drain.
+const DRAIN_STEP: Duration = Duration::from_millis(25);
+
+/// Connections still to be closed by a shutdown drain.
+struct Drain {
+    remaining: Vec<usize>,
+    per_batch: usize,
+    next_batch: Instant,
+}
+
+/// A shard's knobs, from `Config`.
+#[derive(Clone, Debug)]
+pub struct ShardSettings {
+    pub max_message_size: usize,
+    pub max_queued_bytes: usize,
+    pub heartbeat_interval: Duration,
+    pub connection_timeout: Duration,
+    pub cleanup_interval: Duration,
+    pub rate_limit_messages: u32,
+    pub rate_limit_window: Duration,
+}
+
+impl ShardSettings {
+    fn tick(&self) -> Duration {
+        let shortest = self.heartbeat_interval.min(self.connection_timeout);
+        (shortest / 4).clamp(Duration::from_millis(5), Duration::from_millis(500))
+    }
+
+    fn ws_config(&self) -> WebSocketConfig {
+        // A zero read buffer: tungstenite then allocates only for frames
+        // actually being read, so an idle connection holds no read buffer.
+        WebSocketConfig::default()
+            .read_buffer_size(0)
+            .max_message_size(Some(self.max_message_size))
+            .max_frame_size(Some(self.max_message_size))
+    }
+}
+
+/// Counters the shard publishes for `stats` without a round trip.
+#[derive(Debug, Default)]
+pub struct ShardStats {
+    pub connections: AtomicUsize,
+    pub users: AtomicUsize,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("shard {0} is not running")]
+pub struct ShardGone(pub usize);
+
+/// The sending side of a shard, held by the hub.
+pub struct ShardHandle {
+    pub index: usize,
+    commands: mpsc::Sender<Command>,
+    waker: Arc<Waker>,
+    pub stats: Arc<ShardStats>,
+}
+
+impl ShardHandle {
+    pub async fn send(&self, command: Command) -> Result<(), ShardGone> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| ShardGone(self.index))?;
+        self.waker.wake().map_err(|_| ShardGone(self.index))
+    }
+}
+
+/// Starts shard `index` on its own thread.
+pub fn spawn(
+    index: usize,
+    node: u32,
+    settings: ShardSettings,
+    metrics: Arc<Metrics>,
+    webhook: Option<WebhookQueue>,
+) -> io::Result<(ShardHandle, std::thread::JoinHandle<()>)> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let stats = Arc::new(ShardStats::default());
+    let shard = Shard {
+        index,
+        node,
+        ws_config: settings.ws_config(),
+        limiter: RateLimiter::new(settings.rate_limit_messages, settings.rate_limit_window),
+        settings,
+        poll,
+        commands: rx,
+        connections: Slab::new(),
+        by_user: HashMap::new(),
+        subscribers: (0..Event::COUNT).map(|_| HashSet::new()).collect(),
+        ids: MessageIds::new(),
+        metrics,
+        webhook,
+        stats: stats.clone(),
+        generation: 0,
+        scratch: vec![0; SCRATCH_SIZE],
+        plaintext: vec![0; PLAINTEXT_SIZE],
+        inbox: Vec::new(),
+        dirty: Vec::new(),
+        pending_reads: Vec::new(),
+        reports: Vec::new(),
+        expired: Vec::new(),
+        ping: frame::ping_frame(),
+        shutdown_deadline: None,
+        drain: None,
+    };
+    let thread = std::thread::Builder::new()
+        .name(format!("wsgate-shard-{index}"))
+        .spawn(move || shard.run())?;
+    Ok((
+        ShardHandle {
+            index,
+            commands: tx,
+            waker,
+            stats,
+        },
+        thread,
+    ))
+}
+
+struct Shard {
+    index: usize,
+    /// This node's tag in connection ids (`conn_id::node_tag`).
+    node: u32,
+    settings: ShardSettings,
+    ws_config: WebSocketConfig,
+    poll: Poll,
+    commands: mpsc::Receiver<Command>,
+    connections: Slab<Connection>,
+    /// Open connections per user (slab keys).
+    by_user: HashMap<Arc<str>, Vec<usize>>,
+    /// Open connections subscribed to each event, indexed by `Event::index`.
+    subscribers: Vec<HashSet<usize>>,
+    limiter: RateLimiter,
+    ids: MessageIds,
+    metrics: Arc<Metrics>,
+    webhook: Option<WebhookQueue>,
+    stats: Arc<ShardStats>,
+    generation: u32,
+    /// Socket reads land here; reused across connections.
+    scratch: Vec<u8>,
+    /// Decrypted TLS bytes land here; reused across connections.
+    plaintext: Vec<u8>,
+    inbox: Vec<Message>,
+    /// Connections with queued output, flushed once at the end of a turn so
+    /// frames queued in the same turn go out in one `writev`.
+    dirty: Vec<usize>,
+    /// Connections whose read budget ran out with data possibly left.
+    pending_reads: Vec<usize>,
+    reports: Vec<(oneshot::Sender<DeliveryReport>, usize)>,
+    expired: Vec<(usize, Option<CloseReason>)>,
+    ping: Arc<[u8]>,
+    shutdown_deadline: Option<Instant>,
+    drain: Option<Drain>,
+}
+
+/// Queues `chunk` on `conn`, marking it dirty; `false` when the queue
+/// overflowed and the connection must be closed as a slow consumer.
+fn enqueue(
+    conn: &mut Connection,
+    key: usize,
+    chunk: Chunk,
+    limit: usize,
+    dirty: &mut Vec<usize>,
+) -> bool {
+    if conn.outbound.push(chunk, limit).is_err() {
+        return false;
+    }
+    conn.messages_out += 1;
+    if !conn.dirty {
+        conn.dirty = true;
+        dirty.push(key);
+    }
+    true
+}
+
+impl Shard {
+    fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let tick = self.settings.tick();
+        let mut next_tick = Instant::now() + tick;
+        let mut last_cleanup = Instant::now();
+        let mut more_commands = false;
+        let mut channel_open = true;
+        loop {
+            let now = Instant::now();
+            let timeout = if more_commands || !self.pending_reads.is_empty() {
+                Duration::ZERO
+            } else {
+                let wake_at = self
+                    .drain
+                    .as_ref()
+                    .map_or(next_tick, |d| d.next_batch.min(next_tick));
+                wake_at.saturating_duration_since(now)
+            };
+            if let Err(error) = self.poll.poll(&mut events, Some(timeout)) {
+                if error.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(shard = self.index, %error, "poll failed; shard stops");
+                    break;
+                }
+            }
+            let mut woken = more_commands;
+            for event in events.iter() {
+                match event.token() {
+                    WAKER => woken = true,
+                    Token(key) => {
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            let until_would_block = event.is_read_closed() || event.is_error();
+                            self.read_ready(key, until_would_block);
+                        }
+                        if event.is_writable() {
+                            self.mark_dirty(key);
+                        }
+                    }
+                }
+            }
+            for key in std::mem::take(&mut self.pending_reads) {
+                self.read_ready(key, true);
+            }
+            if woken && channel_open {
+                (more_commands, channel_open) = self.drain_commands();
+                if !channel_open && self.shutdown_deadline.is_none() {
+                    self.begin_shutdown(Duration::ZERO, Duration::from_secs(1));
+                }
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.tick(now);
+                next_tick = now + tick;
+                if now.duration_since(last_cleanup) >= self.settings.cleanup_interval {
+                    self.limiter.prune(now);
+                    last_cleanup = now;
+                }
+            }
+            self.drain_step(now);
+            self.flush_dirty();
+            self.send_reports();
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.connections.is_empty() || Instant::now() >= deadline {
+                    break;
+                }
+            }
+        }
+        let keys: Vec<usize> = self.connections.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.remove(key);
+        }
+        tracing::debug!(shard = self.index, "shard stopped");
+    }
+
+    /// Returns (more commands may be waiting, channel still open).
+    fn drain_commands(&mut self) -> (bool, bool) {
+        for _ in 0..COMMAND_BUDGET {
+            match self.commands.try_recv() {
+                Ok(command) => self.handle_command(command),
+                Err(mpsc::error::TryRecvError::Empty) => return (false, true),
+                Err(mpsc::error::TryRecvError::Disconnected) => return (false, false),
+            }
+        }
+        (true, true)
+    }
+
+    fn handle_command(&mut self, command: Command) {
+        match command {
+            Command::Register(new) => self.register(*new),
+            Command::Deliver(delivery) => self.deliver(delivery),
+            Command::Close {
+                target,
+                reason,
+                done,
+            } => {
+                let keys: Vec<usize> = match target {
+                    CloseTarget::Connection(id) => self.lookup(id).into_iter().collect(),
+                    CloseTarget::User(user) => self.by_user.get(&user).cloned().unwrap_or_default(),
+                };
+                for &key in &keys {
+                    self.close(key, reason);
+                }
+                let _ = done.send(keys.len());
+            }
+            Command::List { user, reply } => {
+                let infos = match user {
+                    Some(user) => self
+                        .by_user
+                        .get(&user)
+                        .map(|keys| {
+                            keys.iter()
+                                .map(|&k| ConnectionInfo::of(&self.connections[k]))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    None => self
+                        .connections
+                        .iter()
+                        .filter(|(_, c)| c.is_open())
+                        .map(|(_, c)| ConnectionInfo::of(c))
+                        .collect(),
+                };
+                let _ = reply.send(infos);
+            }
+            Command::Shutdown { drain, grace } => self.begin_shutdown(drain, grace),
+        }
+    }
+
+    /// The slab key of a live connection id (shard and generation checked).
+    fn lookup(&self, id: ConnId) -> Option<usize> {
+        if id.shard() != self.index {
+            return None;
+        }
+        self.connections
+            .get(id.key())
+            .filter(|c| c.id == id && c.is_open())
+            .map(|_| id.key())
+    }
+
+    fn register(&mut self, new: NewConnection) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        let entry = self.connections.vacant_entry();
+        let key = entry.key();
+        self.generation = ConnId::next_generation(self.generation);
+        let id = ConnId::new(self.node, self.index, self.generation, key);
+        let mut socket = mio::net::TcpStream::from_std(new.socket);
+        if let Err(error) = self.poll.registry().register(
+            &mut socket,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            tracing::warn!(%error, "cannot register an upgraded socket");
+            return;
+        }
+        let now = Instant::now();
+        let now_ms = clock::unix_millis();
+        let user = new.permit.user().clone();
+        entry.insert(Connection {
+            socket,
+            ws: WebSocketContext::new(Role::Server, Some(self.ws_config)),
+            id,
+            permit: new.permit,
+            subscriptions: EventSet::EMPTY,
+            outbound: Outbound::default(),
+            phase: Phase::Open,
+            dirty: false,
+            connected_at_ms: now_ms,
+            last_activity_ms: now_ms,
+            last_seen: now,
+            last_ping: now,
+            token_expires_at: new.claims.expires_at,
+            messages_in: 0,
+            messages_out: 0,
+            echo: new.echo,
+            tls: new.tls,
+        });
+        // Most users hold one connection: an exact-size list keeps the
+        // per-connection footprint down (the target is 2 KiB per idle connection).
+        self.by_user
+            .entry(user.clone())
+            .or_insert_with(|| Vec::with_capacity(1))
+            .push(key);
+        self.metrics.connection_opened();
+        self.publish_stats();
+        tracing::debug!(shard = self.index, connection = %id, user = %user, "connection registered");
+        if !new.echo {
+            let established = server::connection_established(&self.ids, &id.to_string(), &user);
+            self.reply(key, established, OutKind::ConnectionEstablished);
+        }
+        if !new.already_read.is_empty() {
+            self.process_input(key, &new.already_read);
+        }
+    }
+
+    fn publish_stats(&self) {
+        self.stats
+            .connections
+            .store(self.connections.len(), Ordering::Relaxed);
+        self.stats
+            .users
+            .store(self.by_user.len(), Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Guards the per-connection footprint behind the "2 KiB per idle
+    /// connection" target: the slab entry must stay small.
+    #[test]
+    fn connection_state_stays_small() {
+        let size = std::mem::size_of::<Connection>();
+        eprintln!("size_of::<Connection>() = {size}");
+        assert!(size <= 768, "Connection grew to {size} bytes");
+    }
+
+    #[test]
+    fn tick_is_a_fraction_of_the_shortest_timer() {
+        let settings = ShardSettings {
+            max_message_size: 65536,
+            max_queued_bytes: 1 << 20,
+            heartbeat_interval: Duration::from_millis(200),
+            connection_timeout: Duration::from_secs(60),
+            cleanup_interval: Duration::from_secs(30),
+            rate_limit_messages: 100,
+            rate_limit_window: Duration::from_secs(60),
+        };
+        assert_eq!(settings.tick(), Duration::from_millis(50));
+    }
+}
