@@ -1,12 +1,14 @@
 //! Command line: one flat set of flags shared by every scenario, so a parent can
 //! re-exec itself as worker processes with the very same argv.
 
+use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::{Parser, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
@@ -20,6 +22,9 @@ pub enum Scenario {
     Ping,
     /// Connect, subscribe, receive one broadcast, disconnect; in a loop.
     Churn,
+    /// Long run: base population + churn + steady mixed broadcasts; server RSS and
+    /// open fds sampled every second and checked for growth (needs --server-pid).
+    Soak,
 }
 
 impl Scenario {
@@ -30,6 +35,7 @@ impl Scenario {
             Scenario::Throughput => "throughput",
             Scenario::Ping => "ping",
             Scenario::Churn => "churn",
+            Scenario::Soak => "soak",
         }
     }
 }
@@ -59,7 +65,8 @@ pub struct Cli {
     #[arg(long, default_value = "bench-key")]
     pub api_key: String,
 
-    /// Connections (connect/fanout/throughput/ping) or concurrent loops (churn).
+    /// Connections (connect/fanout/throughput/ping), concurrent loops (churn), or the
+    /// long-lived base population (soak; default 500 there).
     #[arg(short = 'n', long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub connections: u64,
 
@@ -122,13 +129,40 @@ pub struct Cli {
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub drain: Duration,
 
-    /// Time between publishes in churn.
+    /// Time between publishes in churn (soak: default 50ms).
     #[arg(long, default_value = "10ms", value_parser = parse_duration)]
     pub publish_interval: Duration,
 
-    /// Idle connections send an application `ping` this often (the seed closes silent clients at 60 s).
+    /// Idle connections send an application `ping` this often (the seed closes silent clients
+    /// at 60 s; soak: default 5s, so a --connection-timeout of 15s never fires).
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     pub app_ping_interval: Duration,
+
+    /// Soak: concurrent churn loops next to the base population (connect, subscribe to a
+    /// random subset, maybe unsubscribe/resubscribe, receive, disconnect).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub churn: u64,
+
+    /// Soak: allowed growth of the server's RSS, in percent of its baseline (median of the
+    /// samples from 20% to 40% of the run) to the median of the last 20%.
+    #[arg(long, default_value_t = 10.0, value_parser = parse_percent)]
+    pub rss_growth_tolerance: f64,
+
+    /// Soak: the RSS growth allowance is at least this many KiB.
+    #[arg(long, default_value_t = 2048)]
+    pub rss_growth_min_kib: u64,
+
+    /// Soak: allowed growth of the server's open file descriptors, in percent of the baseline.
+    #[arg(long, default_value_t = 2.0, value_parser = parse_percent)]
+    pub fd_growth_tolerance: f64,
+
+    /// Soak: the fd growth allowance is at least this many descriptors.
+    #[arg(long, default_value_t = 20)]
+    pub fd_growth_min: u64,
+
+    /// Soak: also write the per-second samples (t, RSS, fds, loadavg, cycles, broadcasts) here as CSV.
+    #[arg(long)]
+    pub samples: Option<PathBuf>,
 
     /// Write JSON lines here (appended) instead of stdout.
     #[arg(long)]
@@ -172,6 +206,18 @@ fn parse_label(s: &str) -> Result<String, String> {
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 500ms, 30s, 2m)"))
+}
+
+pub fn parse_percent(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("`{s}` is not a percentage"))?;
+    if !(0.0..=10_000.0).contains(&v) {
+        return Err(format!("percentage {v} outside 0..=10000"));
+    }
+    Ok(v)
 }
 
 pub fn parse_payload(s: &str) -> Result<usize, String> {
@@ -260,9 +306,58 @@ pub fn parse_target(url: &str) -> Result<Target> {
 }
 
 impl Cli {
+    /// Parses the process arguments (exits with status 2 on bad flags, like `Cli::parse`)
+    /// and applies the per-scenario defaults.
+    pub fn parse_args() -> Self {
+        Self::try_parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// `try_parse_from` plus per-scenario defaults for flags the user did not give:
+    /// soak runs `-n 500`, `--publish-interval 50ms`, `--app-ping-interval 5s` and a
+    /// `--timeout` of its duration plus 5 minutes.
+    pub fn try_parse_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let m = Self::command().try_get_matches_from(args)?;
+        let mut c = Self::from_arg_matches(&m)?;
+        let defaulted =
+            |id: &str| matches!(m.value_source(id), Some(ValueSource::DefaultValue) | None);
+        if c.scenario == Scenario::Soak {
+            if defaulted("connections") {
+                c.connections = 500;
+            }
+            if defaulted("publish_interval") {
+                c.publish_interval = Duration::from_millis(50);
+            }
+            if defaulted("app_ping_interval") {
+                c.app_ping_interval = Duration::from_secs(5);
+            }
+            if defaulted("timeout") {
+                c.timeout = c.duration + Duration::from_secs(300);
+            }
+        }
+        Ok(c)
+    }
+
     /// Cross-flag checks that clap cannot express.
     pub fn validate(&self) -> Result<Target> {
         let t = parse_target(&self.url)?;
+        if self.scenario == Scenario::Soak {
+            if self.server_pid.is_none() {
+                bail!("soak needs --server-pid (it samples the server's RSS and open fds)");
+            }
+            if self.procs != 1 {
+                bail!("soak runs in one process (--procs 1)");
+            }
+            if self.duration < Duration::from_secs(20) {
+                bail!("soak needs -d of at least 20s (one RSS/fd sample a second, 20% warm-up)");
+            }
+            if self.timeout <= self.duration {
+                bail!("--timeout must be longer than -d");
+            }
+        }
         if self.payload.is_empty() {
             bail!("--payload needs at least one size");
         }
@@ -380,6 +475,44 @@ mod tests {
         assert_eq!(parts, vec![4, 3, 3]);
         assert_eq!((0..7).map(|i| share(100_001, i, 7)).sum::<u64>(), 100_001);
         assert_eq!(share(5, 0, 0), 5);
+    }
+
+    #[test]
+    fn soak_defaults() {
+        let args = |a: &[&str]| {
+            Cli::try_parse_args(std::iter::once("wsgate-loadtest").chain(a.iter().copied()))
+                .unwrap()
+        };
+        let c = args(&["soak", "-d", "30m", "--server-pid", "1"]);
+        assert_eq!(c.connections, 500);
+        assert_eq!(c.churn, 20);
+        assert_eq!(c.publish_interval, Duration::from_millis(50));
+        assert_eq!(c.app_ping_interval, Duration::from_secs(5));
+        assert_eq!(c.timeout, Duration::from_secs(35 * 60));
+        assert_eq!(c.rss_growth_tolerance, 10.0);
+        assert_eq!(c.fd_growth_tolerance, 2.0);
+        assert!(c.validate().is_ok());
+        let c = args(&[
+            "soak",
+            "-n",
+            "50",
+            "--publish-interval",
+            "5ms",
+            "--timeout",
+            "1h",
+        ]);
+        assert_eq!(c.connections, 50);
+        assert_eq!(c.publish_interval, Duration::from_millis(5));
+        assert_eq!(c.timeout, Duration::from_secs(3600));
+        assert!(c.validate().is_err(), "soak without --server-pid");
+        let c = args(&["soak", "-d", "5s", "--server-pid", "1"]);
+        assert!(c.validate().is_err(), "too short");
+        // other scenarios keep the global defaults
+        let c = args(&["churn"]);
+        assert_eq!(c.connections, 100);
+        assert_eq!(c.publish_interval, Duration::from_millis(10));
+        assert!(cli(&["soak", "--rss-growth-tolerance", "-3"]).is_err());
+        assert_eq!(parse_percent("12.5%"), Ok(12.5));
     }
 
     #[test]

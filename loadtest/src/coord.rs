@@ -361,6 +361,7 @@ pub async fn run(cli: Arc<Cli>, target: Target) -> Result<Vec<Row>> {
         Scenario::Throughput => throughput(&cli, &target, &run_id, &base, deadline).await,
         Scenario::Ping => ping(&cli, &target, &run_id, &base, deadline).await,
         Scenario::Churn => churn(&cli, &target, &run_id, &base, deadline).await,
+        Scenario::Soak => crate::soak::run(&cli, &target, &run_id, base.row(), deadline).await,
     }
 }
 

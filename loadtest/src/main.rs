@@ -9,6 +9,7 @@ mod http;
 mod proto;
 mod report;
 mod seq;
+mod soak;
 mod stats;
 mod worker;
 mod ws;
@@ -16,8 +17,6 @@ mod ws;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
-
-use clap::Parser;
 
 use crate::cli::Cli;
 
@@ -51,7 +50,7 @@ fn nofile() -> u64 {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     let target = match cli.validate() {
         Ok(t) => t,
         Err(e) => {
@@ -167,16 +166,28 @@ fn main() {
                 .join("results")
                 .join(format!("{}-{}-{ts}.svg", cli.scenario.name(), cli.target))
         });
-        let title = format!(
-            "{} latency CDF, {} (n={})",
-            cli.scenario.name(),
-            cli.target,
-            cli.connections
-        );
-        match report::plot(&rows, &title, &path) {
+        let res = if cli.scenario == cli::Scenario::Soak {
+            let title = format!(
+                "soak {}: server RSS and open fds, {} (n={}, churn={})",
+                humantime::format_duration(cli.duration),
+                cli.target,
+                cli.connections,
+                cli.churn
+            );
+            soak::plot(&rows, &title, &path)
+        } else {
+            let title = format!(
+                "{} latency CDF, {} (n={})",
+                cli.scenario.name(),
+                cli.target,
+                cli.connections
+            );
+            report::plot(&rows, &title, &path)
+        };
+        match res {
             Ok(()) => eprintln!("plot: {}", path.display()),
             Err(e) => eprintln!("wsgate-loadtest: plot: {e:#}"),
         }
     }
-    std::process::exit(if warnings.is_empty() { 0 } else { 4 });
+    std::process::exit(report::exit_status(&rows));
 }

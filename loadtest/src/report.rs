@@ -17,6 +17,11 @@ pub struct Row {
     pub lost: u64,
     pub dup: u64,
     pub errors: u64,
+    /// Soak: what kept growing (server RSS, open fds); non-empty makes the row invalid
+    /// and the tool exit with status 5.
+    pub growth: Vec<String>,
+    /// Soak: the sampled time series and growth decisions, for the plot.
+    pub soak: Option<Box<crate::soak::SoakPlot>>,
 }
 
 impl Row {
@@ -61,7 +66,7 @@ impl Row {
     }
 
     pub fn valid(&self) -> bool {
-        self.lost == 0 && self.dup == 0 && self.errors == 0
+        self.lost == 0 && self.dup == 0 && self.errors == 0 && self.growth.is_empty()
     }
 
     /// One JSON object on one line, keys in insertion order, then lost/dup/valid.
@@ -151,19 +156,37 @@ pub fn table(rows: &[Row]) -> String {
 
 /// Loud warnings for rows whose figures do not count.
 pub fn warnings(rows: &[Row]) -> Vec<String> {
-    rows.iter()
-        .filter(|r| !r.valid())
-        .map(|r| {
-            let label = r
-                .get("payload_bytes")
-                .map(|p| format!(" (payload {p} B)"))
-                .unwrap_or_default();
-            format!(
+    let mut out = Vec::new();
+    for r in rows {
+        let label = r
+            .get("payload_bytes")
+            .map(|p| format!(" (payload {p} B)"))
+            .unwrap_or_default();
+        if r.lost + r.dup + r.errors > 0 {
+            out.push(format!(
                 "!!!!! WARNING{label}: {} lost, {} duplicated, {} errors: THESE FIGURES DO NOT COUNT !!!!!",
                 r.lost, r.dup, r.errors
-            )
-        })
-        .collect()
+            ));
+        }
+        for g in &r.growth {
+            out.push(format!(
+                "!!!!! WARNING{label}: {g}: THE SERVER KEEPS GROWING, THIS SOAK FAILED !!!!!"
+            ));
+        }
+    }
+    out
+}
+
+/// Exit status for a finished run: 5 when a soak saw growth, 4 when rows lost,
+/// duplicated or failed, else 0.
+pub fn exit_status(rows: &[Row]) -> i32 {
+    if rows.iter().any(|r| !r.growth.is_empty()) {
+        5
+    } else if rows.iter().any(|r| !r.valid()) {
+        4
+    } else {
+        0
+    }
 }
 
 pub fn write_json(rows: &[Row], path: Option<&Path>) -> Result<()> {
@@ -285,6 +308,28 @@ mod tests {
         let w = warnings(&[r]);
         assert_eq!(w.len(), 1);
         assert!(w[0].contains("3 lost, 1 duplicated") && w[0].contains("100 B"));
+    }
+
+    #[test]
+    fn growth_invalidates_and_exits_5() {
+        let ok = row();
+        assert_eq!(exit_status(&[row()]), 0);
+        let mut lossy = row();
+        lossy.set_counts(1, 0, 0);
+        assert_eq!(exit_status(&[ok, lossy]), 4);
+        let mut grown = row();
+        grown.growth.push("server RSS grew".into());
+        assert!(!grown.valid());
+        let w = warnings(std::slice::from_ref(&grown));
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("server RSS grew") && w[0].contains("SOAK FAILED"));
+        let v: Value = serde_json::from_str(&grown.to_json_line()).unwrap();
+        assert_eq!(v["valid"], false);
+        let mut both = row();
+        both.set_counts(0, 2, 0);
+        both.growth.push("fds grew".into());
+        assert_eq!(warnings(std::slice::from_ref(&both)).len(), 2);
+        assert_eq!(exit_status(&[grown, both]), 5);
     }
 
     #[test]

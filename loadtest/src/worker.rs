@@ -126,6 +126,9 @@ where
         Scenario::Connect | Scenario::Fanout | Scenario::Throughput => {
             subscribers(ctx.clone(), cmd_rx).await
         }
+        Scenario::Soak => Err(anyhow::anyhow!(
+            "soak runs in the coordinating process, not in workers"
+        )),
     };
     drop(ctx);
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
