@@ -116,6 +116,14 @@ fn check(state: &AppState, request: &Request<Incoming>) -> Result<Checked, Refus
             ));
         }
     }
+    // A full node refuses before the signature check too; the real slot is
+    // still reserved race-free by `admit` afterwards.
+    if state.admission.is_full() {
+        return Err((
+            RefusalReason::ServerAtCapacity,
+            ApiError::at_capacity(RETRY_CAPACITY_SECS),
+        ));
+    }
     let token = extract_token(request).map_err(unauthorized)?;
     let mut claims = state.verifier.verify(&token).map_err(unauthorized)?;
     claims.expires_at = claims

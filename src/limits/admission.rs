@@ -162,6 +162,12 @@ impl Admission {
         self.total.fetch_sub(1, Ordering::AcqRel);
     }
 
+    /// True when the node holds `max_total` connections (a cheap early
+    /// refusal; the reservation itself is `try_admit`'s).
+    pub fn is_full(&self) -> bool {
+        self.total.load(Ordering::Acquire) >= self.max_total
+    }
+
     pub fn connections(&self) -> usize {
         self.total.load(Ordering::Acquire)
     }
