@@ -25,6 +25,9 @@ cargo test --workspace
 step "RFC 6455 conformance (Autobahn TestSuite against --conformance-echo)"
 WSGATE_BIN="$root/target/debug/wsgate" bash tests/conformance.sh
 
+step "soak: 2 minutes of connections, churn, subscriptions and broadcasts (fails if RSS or fds keep growing)"
+bash tests/soak.sh 2m
+
 if [ -x clients/js/test/run.sh ]; then
   step "JS client library and console tests (Node + headless Chromium)"
   WSGATE_BIN="$root/target/debug/wsgate" clients/js/test/run.sh
