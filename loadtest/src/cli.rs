@@ -53,6 +53,12 @@ pub struct Cli {
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
 
+    /// WebSocket endpoints to spread the connections over, round-robin
+    /// (comma list; default: --url). Publishing always goes to --url: with
+    /// two cluster nodes, `--url A --ws-url A,B` measures cross-node fan-out.
+    #[arg(long = "ws-url", value_delimiter = ',')]
+    pub ws_urls: Vec<String>,
+
     /// Label for the results (wsgate, uws, node-ws, rust-tokio, seed-python, ...).
     #[arg(long, default_value = "wsgate", value_parser = parse_label)]
     pub target: String,
@@ -344,6 +350,9 @@ impl Cli {
     /// Cross-flag checks that clap cannot express.
     pub fn validate(&self) -> Result<Target> {
         let t = parse_target(&self.url)?;
+        for url in &self.ws_urls {
+            parse_target(url).with_context(|| format!("--ws-url {url}"))?;
+        }
         if self.scenario == Scenario::Soak {
             if self.server_pid.is_none() {
                 bail!("soak needs --server-pid (it samples the server's RSS and open fds)");

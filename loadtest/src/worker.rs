@@ -27,6 +27,8 @@ const MAX_ERROR_KINDS: usize = 32;
 pub struct Ctx {
     pub cli: Arc<Cli>,
     pub target: Target,
+    /// Where connections go (round-robin); empty means `target`.
+    pub ws_targets: Vec<Target>,
     pub index: u64,
     pub count: u64,
     pub run_id: String,
@@ -46,9 +48,13 @@ impl Ctx {
 
     async fn open(&self, conn: u64, cycle: u64) -> Result<(ws::Ws, Duration)> {
         let token = self.minter.mint(&self.user(conn, cycle), TOKEN_TTL_S)?;
+        let target = match self.ws_targets.len() {
+            0 => &self.target,
+            n => &self.ws_targets[((conn + self.index) % n as u64) as usize],
+        };
         ws::open(
-            self.target.addr,
-            &self.target.host,
+            target.addr,
+            &target.host,
             self.source(conn),
             &token,
             self.cli.op_timeout.max(Duration::from_secs(10)),
@@ -95,10 +101,16 @@ where
             }
         }
     });
+    let ws_targets = cli
+        .ws_urls
+        .iter()
+        .map(|u| crate::cli::parse_target(u))
+        .collect::<Result<Vec<_>>>()?;
     let ctx = Arc::new(Ctx {
         minter: TokenMinter::new(&cli.jwt_secret),
         cli: cli.clone(),
         target,
+        ws_targets,
         index,
         count,
         run_id,
