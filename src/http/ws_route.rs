@@ -202,7 +202,7 @@ fn extract_token(request: &Request<Incoming>) -> Result<String, AuthError> {
 
 /// Decodes `%XX` escapes (and `+` is kept as is: tokens never contain it
 /// as a space). `None` for a malformed escape or non-UTF-8 result.
-fn percent_decode(raw: &str) -> Option<String> {
+pub(crate) fn percent_decode(raw: &str) -> Option<String> {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -474,3 +474,17 @@ fn deactivating_a_user_without_connections_refuses_them_later() {
         .expect_status(204);
     server.ws("ghost").assert_alive();
 }
+
+#[test]
+fn connection_filter_decodes_percent_encoded_user_ids() {
+    let server = TestServer::start(&[]);
+    let client = server.ws("team a/b+c");
+    let _other = server.ws("other");
+    let listed = server.api_get("/api/v1/connections?user_id=team%20a%2Fb%2Bc");
+    let rows = listed.json.as_array().expect("a list").clone();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["connection_id"], client.connection_id().as_str());
+    assert_eq!(rows[0]["user_id"], "team a/b+c");
+    let bad = server.api_get("/api/v1/connections?user_id=%zz");
+    assert_eq!(bad.status, 400);
+}

@@ -20,7 +20,11 @@ pub async fn list_connections(
         .into_iter()
         .flat_map(|q| q.split('&'))
         .find_map(|pair| pair.strip_prefix("user_id="))
-        .map(|u| u.replace("%20", " "));
+        .map(|raw| {
+            crate::http::ws_route::percent_decode(&raw.replace('+', " "))
+                .ok_or_else(|| ApiError::bad_request("`user_id` is not valid percent-encoding"))
+        })
+        .transpose()?;
     let connections = state
         .hub
         .connections(user.as_deref())
