@@ -38,18 +38,7 @@ pub fn encode_as<D: Serialize + ?Sized>(
     kind: &str,
     data: &D,
 ) -> EncodedMessage {
-    let frame = frame::text_frame(|buf| {
-        let envelope = Envelope {
-            kind,
-            data,
-            timestamp,
-            id: &id,
-            reply_to: None,
-        };
-        // As in `encode`: cannot fail for the types used here.
-        let _ = serde_json::to_writer(buf, &envelope);
-    });
-    EncodedMessage { id, frame }
+    encode_envelope(id, timestamp, kind, data, None)
 }
 
 /// Encodes a server message as a ready-to-write text frame.
@@ -71,7 +60,16 @@ pub fn encode_at<D: Serialize + ?Sized>(
     reply_to: Option<&Value>,
     timestamp: &str,
 ) -> EncodedMessage {
-    let id = ids.next_id();
+    encode_envelope(ids.next_id(), timestamp, kind, data, reply_to)
+}
+
+fn encode_envelope<D: Serialize + ?Sized>(
+    id: String,
+    timestamp: &str,
+    kind: &str,
+    data: &D,
+    reply_to: Option<&Value>,
+) -> EncodedMessage {
     let frame = frame::text_frame(|buf| {
         let envelope = Envelope {
             kind,
