@@ -321,6 +321,19 @@ struct Merged {
     errors: BTreeMap<String, u64>,
 }
 
+/// Starts the workers and waits until each has connected its share.
+async fn start_workers(
+    cli: &Arc<Cli>,
+    target: &Target,
+    run_id: &str,
+    deadline: Instant,
+) -> Result<(Links, Vec<Ready>, Merged)> {
+    let mut links = spawn(cli, target, run_id).await?;
+    let readies = links.readies(deadline).await?;
+    let merged = merge_readies(&readies)?;
+    Ok((links, readies, merged))
+}
+
 fn merge_readies(rs: &[Ready]) -> Result<Merged> {
     let mut errors = BTreeMap::new();
     for r in rs {
@@ -444,15 +457,14 @@ async fn fanout(
     base: &Base,
     deadline: Instant,
 ) -> Result<Vec<Row>> {
-    let mut links = spawn(cli, target, run_id).await?;
-    let readies = links.readies(deadline).await?;
+    let (mut links, readies, merged) = start_workers(cli, target, run_id, deadline).await?;
     let Merged {
         connected,
         failed,
         connect_s,
         errors: cerrors,
         ..
-    } = merge_readies(&readies)?;
+    } = merged;
     let expecting: Vec<bool> = readies.iter().map(|r| r.connected > 0).collect();
     let mut http = HttpClient::new(
         target.addr,
@@ -606,15 +618,14 @@ async fn throughput(
     base: &Base,
     deadline: Instant,
 ) -> Result<Vec<Row>> {
-    let mut links = spawn(cli, target, run_id).await?;
-    let readies = links.readies(deadline).await?;
+    let (mut links, _, merged) = start_workers(cli, target, run_id, deadline).await?;
     let Merged {
         connected,
         failed,
         connect_s,
         errors: cerrors,
         ..
-    } = merge_readies(&readies)?;
+    } = merged;
     let size = cli.payload[0];
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let totals = Arc::new(Mutex::new(PubTotals::default()));
@@ -731,15 +742,14 @@ async fn ping(
     base: &Base,
     deadline: Instant,
 ) -> Result<Vec<Row>> {
-    let mut links = spawn(cli, target, run_id).await?;
-    let readies = links.readies(deadline).await?;
+    let (mut links, _, merged) = start_workers(cli, target, run_id, deadline).await?;
     let Merged {
         connected,
         failed,
         connect_s,
         errors: cerrors,
         ..
-    } = merge_readies(&readies)?;
+    } = merged;
     let ms = cli.duration.as_millis() as u64;
     let started = Instant::now();
     let cpu = CpuMeter::start(cli, &links);

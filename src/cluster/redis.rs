@@ -716,35 +716,35 @@ impl Shared {
         }
     }
 
+    /// Runs a command whose failure is only counted (nothing to retry).
+    async fn best_effort(&self, call: redis::Cmd, conn: &mut ConnectionManager) {
+        if bounded(COMMAND_TIMEOUT, call.query_async::<()>(conn))
+            .await
+            .is_err()
+        {
+            self.metrics.backplane_publish_error();
+        }
+    }
+
     /// Runs one control operation; gives back deactivations and
     /// activations that could not reach Redis, to replay on rejoin.
     async fn run_control(&self, op: Control, conn: &mut ConnectionManager) -> Result<(), Control> {
         let up = self.up.load(Ordering::Acquire);
         let (set_cmd, user, message) = match &op {
             Control::Release { key, field } => {
+                // While down the slot's lease is abandoned on rejoin anyway.
                 if up {
                     let mut call = redis::cmd("HDEL");
                     call.arg(key).arg(field);
-                    if bounded(COMMAND_TIMEOUT, call.query_async::<()>(conn))
-                        .await
-                        .is_err()
-                    {
-                        self.metrics.backplane_publish_error();
-                    }
+                    self.best_effort(call, conn).await;
                 }
-                // While down the slot's lease is abandoned on rejoin anyway.
                 return Ok(());
             }
             Control::Send(message) => {
                 if up {
                     let mut call = redis::cmd("PUBLISH");
                     call.arg(CHANNEL).arg(message);
-                    if bounded(COMMAND_TIMEOUT, call.query_async::<()>(conn))
-                        .await
-                        .is_err()
-                    {
-                        self.metrics.backplane_publish_error();
-                    }
+                    self.best_effort(call, conn).await;
                 }
                 return Ok(());
             }
