@@ -41,6 +41,8 @@ pub enum StartError {
     Shards(std::io::Error),
     #[error("--redis-url: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Webhook(#[from] crate::webhook::WebhookError),
 }
 
 /// A bound, ready gateway. `run` serves until the shutdown token fires.
@@ -70,15 +72,16 @@ impl Server {
         metrics.set_node_id(&config.node_id);
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
-        let webhook = config.webhook_url.clone().map(|url| {
-            crate::webhook::spawn(
-                url,
+        let webhook = match &config.webhook {
+            Some(webhook) => Some(crate::webhook::spawn(
+                webhook,
                 config.api_key.clone(),
                 metrics.clone(),
                 &tracker,
                 shutdown.clone(),
-            )
-        });
+            )?),
+            None => None,
+        };
         let settings = ShardSettings {
             max_message_size: config.limits.max_message_size,
             max_queued_bytes: config.limits.max_queued_bytes,

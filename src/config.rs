@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use rustls::pki_types::CertificateDer;
 
 #[derive(Debug, Parser)]
 #[command(name = "wsgate", version, about = "A real-time WebSocket gateway")]
@@ -79,8 +80,18 @@ pub struct ServeArgs {
     pub redis_url: Option<String>,
     #[arg(long, env = "WSGATE_NODE_ID")]
     pub node_id: Option<String>,
+    /// Where client requests for the backend (`upload.cancel`) are POSTed:
+    /// an `http://` or `https://` URL.
     #[arg(long, env = "WSGATE_WEBHOOK_URL")]
     pub webhook_url: Option<String>,
+    /// PEM certificates trusted for an `https://` `--webhook-url`, in
+    /// addition to the system's roots (a private CA).
+    #[arg(long, env = "WSGATE_WEBHOOK_CA_FILE")]
+    pub webhook_ca_file: Option<PathBuf>,
+    /// Webhooks carry `Authorization: Bearer S` instead of the API key and
+    /// a `Wsgate-Signature` (HMAC-SHA256 with S).
+    #[arg(long, env = "WSGATE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
     #[arg(long, env = "WSGATE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
     #[arg(long, env = "WSGATE_TLS_CERT")]
@@ -152,6 +163,18 @@ pub struct LimitsConfig {
     pub max_queued_bytes: usize,
 }
 
+/// Where and how webhooks are POSTed.
+#[derive(Clone, Debug)]
+pub struct WebhookConfig {
+    /// `http://` or `https://`.
+    pub url: hyper::Uri,
+    /// `--webhook-secret`: the bearer and the signing key; without it the
+    /// API key is the bearer and nothing is signed.
+    pub secret: Option<String>,
+    /// `--webhook-ca-file`'s certificates, trusted beside the system's roots.
+    pub extra_roots: Vec<CertificateDer<'static>>,
+}
+
 #[derive(Clone, Debug)]
 pub struct TimersConfig {
     pub heartbeat_interval: Duration,
@@ -171,7 +194,7 @@ pub struct Config {
     pub shards: usize,
     pub redis_url: Option<String>,
     pub node_id: String,
-    pub webhook_url: Option<hyper::Uri>,
+    pub webhook: Option<WebhookConfig>,
     pub log_format: LogFormat,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub conformance_echo: bool,
@@ -238,18 +261,7 @@ impl Config {
                 .map(|n| n.get())
                 .unwrap_or(1),
         };
-        let webhook_url = match args.webhook_url {
-            Some(url) => {
-                let uri: hyper::Uri = url
-                    .parse()
-                    .map_err(|e| ConfigError::new("--webhook-url", format!("not a URL: {e}")))?;
-                if uri.scheme_str() != Some("http") || uri.host().is_none() {
-                    return Err(ConfigError::new("--webhook-url", "must be an http:// URL"));
-                }
-                Some(uri)
-            }
-            None => None,
-        };
+        let webhook = webhook_config(args.webhook_url, args.webhook_ca_file, args.webhook_secret)?;
         if let Some(path) = &args.jwt_public_key {
             if !path.is_file() {
                 return Err(ConfigError::new(
@@ -317,7 +329,7 @@ impl Config {
             shards,
             redis_url,
             node_id,
-            webhook_url,
+            webhook,
             log_format: args.log_format,
             tls,
             conformance_echo: args.conformance_echo,
@@ -359,6 +371,68 @@ impl ServeArgs {
         }
         Only::parse_from(["wsgate"]).serve
     }
+}
+
+fn webhook_config(
+    url: Option<String>,
+    ca_file: Option<PathBuf>,
+    secret: Option<String>,
+) -> Result<Option<WebhookConfig>, ConfigError> {
+    let secret = secret.filter(|s| !s.is_empty());
+    let Some(url) = url.filter(|u| !u.is_empty()) else {
+        if ca_file.is_some() {
+            return Err(ConfigError::new(
+                "--webhook-ca-file",
+                "requires --webhook-url",
+            ));
+        }
+        if secret.is_some() {
+            return Err(ConfigError::new(
+                "--webhook-secret",
+                "requires --webhook-url",
+            ));
+        }
+        return Ok(None);
+    };
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e| ConfigError::new("--webhook-url", format!("not a URL: {e}")))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return Err(ConfigError::new(
+            "--webhook-url",
+            "must be an http:// or https:// URL",
+        ));
+    }
+    let extra_roots = match ca_file {
+        Some(path) => read_ca_file(&path)?,
+        None => Vec::new(),
+    };
+    Ok(Some(WebhookConfig {
+        url: uri,
+        secret,
+        extra_roots,
+    }))
+}
+
+/// Every certificate of a PEM file, each checked to be a usable trust anchor.
+fn read_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    use rustls::pki_types::pem::PemObject;
+    let bad = |reason: String| {
+        ConfigError::new("--webhook-ca-file", format!("{}: {reason}", path.display()))
+    };
+    let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .and_then(|iter| iter.collect::<Result<_, _>>())
+        .map_err(|e| bad(e.to_string()))?;
+    if certificates.is_empty() {
+        return Err(bad("no PEM certificate in the file".into()));
+    }
+    let mut store = rustls::RootCertStore::empty();
+    for certificate in &certificates {
+        store
+            .add(certificate.clone())
+            .map_err(|e| bad(format!("not a usable CA certificate: {e}")))?;
+    }
+    Ok(certificates)
 }
 
 fn random_secret() -> String {

@@ -141,6 +141,7 @@ pub struct Metrics {
     rate_limited: AtomicU64,
     refused: [AtomicU64; REFUSAL_LABELS.len()],
     dropped: [AtomicU64; DROP_LABELS.len()],
+    webhook_attempts_failed: AtomicU64,
     fanout_buckets: [AtomicU64; FANOUT_BUCKETS.len()],
     fanout_count: AtomicU64,
     fanout_sum_nanos: AtomicU64,
@@ -175,6 +176,7 @@ impl Default for Metrics {
             rate_limited: AtomicU64::new(0),
             refused: Default::default(),
             dropped: Default::default(),
+            webhook_attempts_failed: AtomicU64::new(0),
             fanout_buckets: Default::default(),
             fanout_count: AtomicU64::new(0),
             fanout_sum_nanos: AtomicU64::new(0),
@@ -208,6 +210,10 @@ impl Metrics {
     }
     pub fn dropped(&self, reason: DropReason, count: u64) {
         self.dropped[reason as usize].fetch_add(count, Relaxed);
+    }
+    /// One failed webhook attempt (a retry may still deliver the call).
+    pub fn webhook_attempt_failed(&self) {
+        self.webhook_attempts_failed.fetch_add(1, Relaxed);
     }
     pub fn observe_fanout(&self, elapsed: Duration) {
         let secs = elapsed.as_secs_f64();
@@ -340,6 +346,17 @@ impl Metrics {
                 c.load(Relaxed)
             )?;
         }
+
+        writeln!(
+            out,
+            "# HELP wsgate_webhook_attempts_failed_total Webhook POSTs that failed (refused, no answer, TLS or connection error), retries included."
+        )?;
+        writeln!(out, "# TYPE wsgate_webhook_attempts_failed_total counter")?;
+        writeln!(
+            out,
+            "wsgate_webhook_attempts_failed_total {}",
+            self.webhook_attempts_failed.load(Relaxed)
+        )?;
 
         writeln!(out, "# HELP wsgate_fanout_seconds Time from a publish call to the last write of its fan-out.")?;
         writeln!(out, "# TYPE wsgate_fanout_seconds histogram")?;

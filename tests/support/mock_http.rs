@@ -1,9 +1,11 @@
-//! A tiny HTTP/1.1 server standing in for the backend's webhook receiver.
-//! It records every request and answers with a status chosen per attempt.
+//! A tiny HTTP/1.1 server standing in for the backend's webhook receiver,
+//! over plain TCP or TLS (rustls). It records every request and answers
+//! with a status chosen per attempt.
 
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
 use serde_json::Value;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
@@ -38,29 +40,72 @@ pub type Responder = Arc<dyn Fn(usize) -> Option<u16> + Send + Sync>;
 pub struct MockHttp {
     pub addr: SocketAddr,
     rx: Receiver<Recorded>,
+    scheme: &'static str,
+    connections: Arc<AtomicUsize>,
 }
 
 impl MockHttp {
     pub fn start(responder: impl Fn(usize) -> Option<u16> + Send + Sync + 'static) -> MockHttp {
+        MockHttp::listen(None, Arc::new(responder))
+    }
+
+    /// An `https://` receiver presenting `tls`'s certificate.
+    pub fn start_tls(
+        tls: Arc<ServerConfig>,
+        responder: impl Fn(usize) -> Option<u16> + Send + Sync + 'static,
+    ) -> MockHttp {
+        MockHttp::listen(Some(tls), Arc::new(responder))
+    }
+
+    fn listen(tls: Option<Arc<ServerConfig>>, responder: Responder) -> MockHttp {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the mock webhook");
         let addr = listener.local_addr().expect("mock webhook address");
         let (tx, rx) = mpsc::channel();
-        let responder: Responder = Arc::new(responder);
         let counter = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let accepted = connections.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { break };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let tx = tx.clone();
                 let responder = responder.clone();
                 let counter = counter.clone();
-                std::thread::spawn(move || serve(stream, tx, responder, counter));
+                let tls = tls.clone();
+                std::thread::spawn(move || match tls {
+                    None => serve(stream, tx, responder, counter),
+                    Some(config) => {
+                        let Ok(session) = ServerConnection::new(config) else {
+                            return;
+                        };
+                        // A client refusing the certificate ends the
+                        // handshake: the first read fails, nothing is recorded.
+                        serve(StreamOwned::new(session, stream), tx, responder, counter)
+                    }
+                });
             }
         });
-        MockHttp { addr, rx }
+        MockHttp {
+            addr,
+            rx,
+            scheme,
+            connections,
+        }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}/hooks/wsgate", self.addr)
+        format!("{}://{}/hooks/wsgate", self.scheme, self.addr)
+    }
+
+    /// TCP connections accepted so far (a refused TLS handshake included).
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Whether a request arrives within `timeout`.
+    pub fn try_next_request(&self, timeout: Duration) -> Option<Recorded> {
+        self.rx.recv_timeout(timeout).ok()
     }
 
     /// The next recorded request within `timeout`, or panics.
@@ -72,7 +117,7 @@ impl MockHttp {
 }
 
 fn serve(
-    mut stream: TcpStream,
+    mut stream: impl Read + Write,
     tx: Sender<Recorded>,
     responder: Responder,
     counter: Arc<AtomicUsize>,
@@ -127,7 +172,7 @@ fn serve(
                 let resp = format!(
                     "HTTP/1.1 {status} Test\r\nContent-Length: 0\r\nContent-Type: text/plain\r\n\r\n"
                 );
-                if stream.write_all(resp.as_bytes()).is_err() {
+                if stream.write_all(resp.as_bytes()).is_err() || stream.flush().is_err() {
                     return;
                 }
             }

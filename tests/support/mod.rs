@@ -14,6 +14,7 @@ pub mod frames;
 pub mod jwt;
 pub mod metrics;
 pub mod mock_http;
+pub mod pki;
 pub mod raw;
 pub mod redis;
 pub mod server;
