@@ -476,6 +476,40 @@ mod tests {
     }
 
     #[test]
+    fn webhook_flags() {
+        let config = parse(&[
+            "--jwt-secret",
+            "s",
+            "--webhook-url",
+            "https://hooks.example/x",
+        ])
+        .expect("https is accepted");
+        let webhook = config.webhook.expect("configured");
+        assert_eq!(webhook.url.scheme_str(), Some("https"));
+        assert!(webhook.secret.is_none() && webhook.extra_roots.is_empty());
+        let flag = |args: &[&str]| {
+            let mut full = vec!["--jwt-secret", "s"];
+            full.extend_from_slice(args);
+            parse(&full).expect_err("invalid").flag
+        };
+        assert_eq!(flag(&["--webhook-url", "ftp://h/x"]), "--webhook-url");
+        assert_eq!(flag(&["--webhook-secret", "k"]), "--webhook-secret");
+        assert_eq!(
+            flag(&["--webhook-ca-file", "/nonexistent"]),
+            "--webhook-ca-file"
+        );
+        assert_eq!(
+            flag(&[
+                "--webhook-url",
+                "https://h/x",
+                "--webhook-ca-file",
+                "/nonexistent"
+            ]),
+            "--webhook-ca-file"
+        );
+    }
+
+    #[test]
     fn errors_name_the_flag() {
         assert_eq!(parse(&[]).expect_err("no secret").flag, "--jwt-secret");
         assert_eq!(

@@ -79,7 +79,13 @@ impl Caller {
             };
             self.metrics.webhook_attempt_failed();
             if let Some(failures) = self.failed_attempts.record() {
-                tracing::warn!(attempt, failures, %error, "webhook call failed; retrying with backoff");
+                tracing::warn!(
+                    attempt,
+                    of = MAX_ATTEMPTS,
+                    failures_since_last_report = failures,
+                    %error,
+                    "webhook attempt failed"
+                );
             }
             if attempt == MAX_ATTEMPTS {
                 return Err(error);

@@ -190,8 +190,8 @@ fn bad_webhook_ca_file_exits_2_naming_the_flag() {
         );
         assert_eq!(out.code, Some(2), "{path}: stderr {:?}", out.stderr);
         assert!(
-            out.stderr.contains("--webhook-ca-file"),
-            "{path}: must name the flag: {:?}",
+            out.stderr.contains("--webhook-ca-file") && out.stderr.contains(path.as_ref()),
+            "{path}: must name the flag and the file: {:?}",
             out.stderr
         );
         assert!(
@@ -200,6 +200,21 @@ fn bad_webhook_ca_file_exits_2_naming_the_flag() {
             out.stdout
         );
     }
+    let out = run_cli(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--jwt-secret",
+            "s",
+            "--webhook-url",
+            "https://127.0.0.1:1/hook",
+        ],
+        &[("WSGATE_WEBHOOK_CA_FILE", garbage.to_string_lossy().as_ref())],
+        Duration::from_secs(10),
+    );
+    assert_eq!(out.code, Some(2), "from the environment: {:?}", out.stderr);
+    assert!(out.stderr.contains("--webhook-ca-file"), "{:?}", out.stderr);
     let _ = std::fs::remove_file(&garbage);
     let _ = std::fs::remove_file(&broken);
 }
