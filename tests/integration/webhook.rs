@@ -121,6 +121,24 @@ fn https_webhook_signed_by_the_ca_file_is_posted() {
 }
 
 #[test]
+fn https_webhook_trusts_the_system_roots() {
+    // The system store, pointed at by the standard OpenSSL variable, holds
+    // the private CA; no --webhook-ca-file.
+    let ca = PrivateCa::new();
+    let hook = MockHttp::start_tls(ca.server_config.clone(), |_| Some(200));
+    let ca_file = ca.write_ca_file("system");
+    let server = TestServer::builder()
+        .args(&["--webhook-url", &hook.url()])
+        .env("SSL_CERT_FILE", &ca_file.to_string_lossy())
+        .start();
+    let mut c = server.ws("system-roots-user");
+    cancel(&mut c, "up-system");
+    let req = hook.next_request(Duration::from_secs(10));
+    assert_eq!(req.json()["data"]["upload_id"], "up-system");
+    let _ = std::fs::remove_file(&ca_file);
+}
+
+#[test]
 fn https_webhook_with_an_untrusted_certificate_gets_no_post() {
     let ca = PrivateCa::new();
     let hook = MockHttp::start_tls(ca.server_config.clone(), |_| Some(200));
