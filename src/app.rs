@@ -131,6 +131,11 @@ impl Server {
             cluster = config.redis_url.is_some(),
             "node starting"
         );
+        if config.api_key.is_none() {
+            tracing::warn!(
+                "no --api-key: the server API (/api/v1/*) is off, every call answers 401"
+            );
+        }
         if let Some((_, tasks)) = redis {
             tasks.spawn(hub.clone(), admission.clone(), &tracker, shutdown.clone());
         }

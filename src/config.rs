@@ -100,9 +100,16 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
     #[arg(long, env = "WSGATE_CONFORMANCE_ECHO")]
     pub conformance_echo: bool,
-    /// A client must send its whole request head within this time.
+    /// A client must send its whole request head within this time; also how
+    /// long a keep-alive connection may sit idle between requests.
     #[arg(long, env = "WSGATE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub header_read_timeout: Duration,
+    /// TCP connections not (yet) upgraded to WebSocket held at once: TLS
+    /// handshakes, requests being read, idle keep-alive API connections.
+    /// Past it a new connection is closed at accept. Default: a quarter of
+    /// --max-connections, at least 64.
+    #[arg(long, env = "WSGATE_MAX_PENDING_CONNECTIONS")]
+    pub max_pending_connections: Option<usize>,
     /// New WebSocket upgrades accepted per second on this node (0: no limit);
     /// past it, 503 with Retry-After.
     #[arg(long, env = "WSGATE_CONNECTION_RATE_LIMIT", default_value_t = 0)]
@@ -199,6 +206,8 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     pub conformance_echo: bool,
     pub header_read_timeout: Duration,
+    /// Connections accepted but not upgraded, at most.
+    pub max_pending_connections: usize,
     /// Upgrades per second per node; 0 means unlimited.
     pub connection_rate_limit: u32,
     /// Closing connections is spread over this time on shutdown.
@@ -239,6 +248,10 @@ impl Config {
         };
         positive("--max-connections", args.max_connections)?;
         positive("--max-connections-per-user", args.max_connections_per_user)?;
+        let max_pending_connections = match args.max_pending_connections {
+            Some(n) => positive("--max-pending-connections", n)?,
+            None => (args.max_connections / 4).max(MIN_DEFAULT_PENDING),
+        };
         positive("--rate-limit-messages", args.rate_limit_messages as usize)?;
         if args.max_message_size < 128 {
             return Err(ConfigError::new(
@@ -334,6 +347,7 @@ impl Config {
             tls,
             conformance_echo: args.conformance_echo,
             header_read_timeout: nonzero("--header-read-timeout", args.header_read_timeout)?,
+            max_pending_connections,
             connection_rate_limit: args.connection_rate_limit,
             drain_time: if args.drain_time > Duration::from_secs(5) {
                 return Err(ConfigError::new(
@@ -434,6 +448,9 @@ fn read_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, 
     }
     Ok(certificates)
 }
+/// The floor of the derived `--max-pending-connections`: room for a
+/// backend's connection pool next to handshakes even on a small node.
+const MIN_DEFAULT_PENDING: usize = 64;
 
 fn random_secret() -> String {
     use rand::Rng;
@@ -473,6 +490,13 @@ mod tests {
         assert_eq!(config.timers.connection_timeout, Duration::from_secs(60));
         assert_eq!(config.limits.max_message_size, 65536);
         assert_eq!(config.limits.max_queued_bytes, 1_048_576);
+        assert_eq!(config.max_pending_connections, 250);
+        let small = parse(&["--jwt-secret", "s", "--max-connections", "10"]).expect("valid");
+        assert_eq!(small.max_pending_connections, 64);
+        let set = parse(&["--jwt-secret", "s", "--max-pending-connections", "7"]).expect("valid");
+        assert_eq!(set.max_pending_connections, 7);
+        let zero = parse(&["--jwt-secret", "s", "--max-pending-connections", "0"]);
+        assert_eq!(zero.expect_err("zero").flag, "--max-pending-connections");
     }
 
     #[test]

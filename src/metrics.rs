@@ -100,13 +100,16 @@ pub enum RefusalReason {
     ServerAtCapacity,
     /// Over `--connection-rate-limit`.
     ConnectionRate,
+    /// Over `--max-pending-connections`: closed at accept, no HTTP answer.
+    TooManyPending,
 }
-const REFUSAL_LABELS: [&str; 5] = [
+const REFUSAL_LABELS: [&str; 6] = [
     "bad_request",
     "unauthorized",
     "too_many_connections",
     "server_at_capacity",
     "connection_rate",
+    "too_many_pending",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

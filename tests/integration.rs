@@ -23,6 +23,10 @@ mod logging;
 mod messages;
 #[path = "integration/metrics.rs"]
 mod metrics;
+#[path = "integration/paths.rs"]
+mod paths;
+#[path = "integration/pre_upgrade.rs"]
+mod pre_upgrade;
 #[path = "integration/rate_limit.rs"]
 mod rate_limit;
 #[path = "integration/seed.rs"]

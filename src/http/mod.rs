@@ -8,9 +8,11 @@
 pub mod api;
 pub mod console;
 pub mod response;
+pub mod uri;
 pub mod ws_route;
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
@@ -24,7 +26,7 @@ use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::hub::Hub;
 use crate::limits::Admission;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RefusalReason};
 use response::{json, static_body, ApiError, Response};
 
 /// What every request handler can reach.
@@ -45,15 +47,30 @@ pub struct AppState {
     pub connect_rate: Option<crate::limits::ConnectRateLimiter>,
 }
 
+/// Answers one request from `peer` (the TCP source address).
 pub async fn route(
     state: Arc<AppState>,
+    peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<Response, Infallible> {
     let path = request.uri().path().to_owned();
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let segments = match uri::path_segments(&path) {
+        Ok(segments) => segments,
+        Err(error) => {
+            if path.starts_with("/api/v1/ws") {
+                state.metrics.refused(RefusalReason::BadRequest);
+            }
+            return Ok(
+                ApiError::bad_request(format!("the path is {error}")).into_closing_response()
+            );
+        }
+    };
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let response = match (request.method(), segments.as_slice()) {
-        (_, ["api", "v1", "ws"]) | (_, ["api", "v1", "ws", _]) => {
-            ws_route::handle(&state, request).await
+        (_, ["api", "v1", "ws"]) => ws_route::handle(&state, peer, request, None).await,
+        (_, ["api", "v1", "ws", token]) => {
+            let token = (!token.is_empty()).then(|| token.to_string());
+            ws_route::handle(&state, peer, request, token).await
         }
         (_, ["api", "v1", rest @ ..]) => api::handle(&state, request, rest).await,
         (_, ["conformance", "echo"]) if state.config.conformance_echo => {

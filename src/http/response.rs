@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use hyper::StatusCode;
 use serde::Serialize;
 
@@ -71,6 +71,18 @@ impl ApiError {
     }
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", detail)
+    }
+
+    /// The answer, marked the last on its connection: `Connection: close`,
+    /// and hyper closes the TCP connection once it is written. For every
+    /// refusal before an upgrade, so a refused client cannot keep a
+    /// pre-upgrade connection (and its slot) open.
+    pub fn into_closing_response(self) -> Response {
+        let mut response = self.into_response();
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        response
     }
 
     pub fn into_response(self) -> Response {

@@ -5,7 +5,9 @@
 //! JSON body. After the 101 the connection belongs to the hub; this module
 //! keeps nothing. Tokens are never logged.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use hyper::body::Incoming;
 use hyper::header::{
@@ -16,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::response::{ApiError, Response};
-use super::AppState;
+use super::{uri, AppState};
 use crate::auth::AuthError;
 use crate::hub::command::NewConnection;
 use crate::limits::AdmissionError;
@@ -29,8 +31,14 @@ const RETRY_CAPACITY_SECS: u64 = 5;
 const RETRY_RATE_SECS: u64 = 1;
 const SUBPROTOCOL: &str = "wsgate.v1";
 
-pub async fn handle(state: &Arc<AppState>, mut request: Request<Incoming>) -> Response {
-    let admitted = match check(state, &request) {
+/// `path_token` is the decoded `{token}` segment, when the path has one.
+pub async fn handle(
+    state: &Arc<AppState>,
+    peer: SocketAddr,
+    mut request: Request<Incoming>,
+    path_token: Option<String>,
+) -> Response {
+    let admitted = match check(state, peer, &request, path_token) {
         Ok(checked) => admit(state, checked).await,
         Err(refusal) => Err(refusal),
     };
@@ -39,7 +47,7 @@ pub async fn handle(state: &Arc<AppState>, mut request: Request<Incoming>) -> Re
         Err((reason, error)) => {
             state.metrics.refused(reason);
             tracing::debug!(code = error.code, detail = %error.detail, "handshake refused");
-            error.into_response()
+            error.into_closing_response()
         }
     }
 }
@@ -57,14 +65,14 @@ struct Admitted {
 pub fn handle_echo(state: &Arc<AppState>, mut request: Request<Incoming>) -> Response {
     let accept = match upgrade::check_request(request.method(), request.headers()) {
         Ok(accept) => accept,
-        Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
+        Err(e) => return ApiError::bad_request(e.to_string()).into_closing_response(),
     };
     let n = state
         .echo_connections
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let permit = match state.admission.try_admit(&format!("conformance-echo-{n}")) {
         Ok(permit) => permit,
-        Err(_) => return ApiError::at_capacity(RETRY_CAPACITY_SECS).into_response(),
+        Err(_) => return ApiError::at_capacity(RETRY_CAPACITY_SECS).into_closing_response(),
     };
     let claims = crate::auth::Claims {
         user_id: format!("conformance-echo-{n}"),
@@ -100,7 +108,12 @@ fn unauthorized(e: AuthError) -> Refusal {
 }
 
 /// Upgrade headers and token: everything before admission, synchronously.
-fn check(state: &AppState, request: &Request<Incoming>) -> Result<Checked, Refusal> {
+fn check(
+    state: &AppState,
+    peer: SocketAddr,
+    request: &Request<Incoming>,
+    path_token: Option<String>,
+) -> Result<Checked, Refusal> {
     let accept = upgrade::check_request(request.method(), request.headers()).map_err(|e| {
         (
             RefusalReason::BadRequest,
@@ -109,7 +122,7 @@ fn check(state: &AppState, request: &Request<Incoming>) -> Result<Checked, Refus
     })?;
     // Cheapest refusal first: a reconnect storm costs no signature check.
     if let Some(limiter) = &state.connect_rate {
-        if !limiter.try_acquire(std::time::Instant::now()) {
+        if !limiter.try_acquire(peer.ip(), Instant::now()) {
             return Err((
                 RefusalReason::ConnectionRate,
                 ApiError::at_capacity(RETRY_RATE_SECS),
@@ -124,8 +137,18 @@ fn check(state: &AppState, request: &Request<Incoming>) -> Result<Checked, Refus
             ApiError::at_capacity(RETRY_CAPACITY_SECS),
         ));
     }
-    let token = extract_token(request).map_err(unauthorized)?;
-    let mut claims = state.verifier.verify(&token).map_err(unauthorized)?;
+    let verified = extract_token(request, path_token)
+        .and_then(|token| state.verifier.verify(&token).map_err(unauthorized));
+    let mut claims = match verified {
+        Ok(claims) => claims,
+        Err(refusal) => {
+            // A bad token must not spend the upgrades valid users need.
+            if let Some(limiter) = &state.connect_rate {
+                limiter.token_rejected(peer.ip(), Instant::now());
+            }
+            return Err(refusal);
+        }
+    };
     claims.expires_at = claims
         .expires_at
         .saturating_add(state.config.auth.leeway.as_secs());
@@ -168,23 +191,28 @@ async fn admit(state: &AppState, checked: Checked) -> Result<Admitted, Refusal> 
 }
 
 /// The token from the path, `?token=`, `Authorization: Bearer` or a
-/// `bearer.` subprotocol, in that order.
-fn extract_token(request: &Request<Incoming>) -> Result<String, AuthError> {
-    let path = request.uri().path();
-    if let Some(raw) = path.strip_prefix("/api/v1/ws/") {
-        if !raw.is_empty() {
-            return percent_decode(raw).ok_or(AuthError::Malformed);
-        }
+/// `bearer.` subprotocol, in that order: 400 for a malformed query, 401
+/// for a missing or unreadable token.
+fn extract_token(
+    request: &Request<Incoming>,
+    path_token: Option<String>,
+) -> Result<String, Refusal> {
+    if let Some(token) = path_token {
+        return Ok(token);
     }
-    if let Some(query) = request.uri().query() {
-        for pair in query.split('&') {
-            if let Some(raw) = pair.strip_prefix("token=") {
-                return percent_decode(raw).ok_or(AuthError::Malformed);
-            }
-        }
+    let query = uri::query_param(request.uri().query(), "token").map_err(|e| {
+        (
+            RefusalReason::BadRequest,
+            ApiError::bad_request(format!("`token`: {e}")),
+        )
+    })?;
+    if let Some(token) = query {
+        return Ok(token);
     }
     if let Some(value) = request.headers().get(AUTHORIZATION) {
-        let value = value.to_str().map_err(|_| AuthError::Malformed)?;
+        let value = value
+            .to_str()
+            .map_err(|_| unauthorized(AuthError::Malformed))?;
         if let Some(token) = value
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
@@ -197,27 +225,7 @@ fn extract_token(request: &Request<Incoming>) -> Result<String, AuthError> {
     {
         return Ok(token.to_owned());
     }
-    Err(AuthError::Missing)
-}
-
-/// Decodes `%XX` escapes (and `+` is kept as is: tokens never contain it
-/// as a space). `None` for a malformed escape or non-UTF-8 result.
-pub(crate) fn percent_decode(raw: &str) -> Option<String> {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    Err(unauthorized(AuthError::Missing))
 }
 
 fn upgrade(
@@ -292,17 +300,4 @@ fn upgrade(
         );
     }
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::percent_decode;
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("a.b-c_d").as_deref(), Some("a.b-c_d"));
-        assert_eq!(percent_decode("a%2Eb").as_deref(), Some("a.b"));
-        assert_eq!(percent_decode("bad%zz"), None);
-        assert_eq!(percent_decode("cut%4"), None);
-    }
 }

@@ -91,3 +91,36 @@ fn text_logs_never_contain_tokens() {
         "token signature in text logs:\n{stderr}"
     );
 }
+
+/// The stderr lines of a server started with `args` (plus a secret), read
+/// after it exited.
+fn stderr_of_serve(args: &[&str]) -> String {
+    let mut server = TestServer::builder()
+        .without_credentials()
+        .args(&["--jwt-secret", "s"])
+        .args(args)
+        .start();
+    let status = server.sigterm_and_wait();
+    assert!(status.success(), "exit status {status:?}");
+    server.stderr_contents()
+}
+
+#[test]
+fn serve_without_an_api_key_warns_once_that_the_server_api_is_off() {
+    let stderr = stderr_of_serve(&[]);
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("server API"))
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "exactly one warning that the server API is off; stderr:\n{stderr}"
+    );
+    assert!(warnings[0].contains("--api-key"), "{}", warnings[0]);
+    let with_key = stderr_of_serve(&["--api-key", "k"]);
+    assert!(
+        !with_key.contains("server API"),
+        "no warning with --api-key; stderr:\n{with_key}"
+    );
+}

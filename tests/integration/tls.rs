@@ -157,6 +157,43 @@ fn wss_and_https_on_one_port() {
 }
 
 #[test]
+fn stalled_tls_handshakes_count_against_the_pending_cap() {
+    let dir = temp_dir("pending");
+    let pair = self_signed();
+    write_pair(&dir, &pair);
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let server = TestServer::start(&[
+        "--tls-cert",
+        cert.to_str().expect("utf-8 path"),
+        "--tls-key",
+        key.to_str().expect("utf-8 path"),
+        "--max-pending-connections",
+        "2",
+        "--header-read-timeout",
+        "60s",
+    ]);
+    // Two connections that never send a ClientHello hold both places.
+    let stalled: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(server.addr()).expect("connect"))
+        .collect();
+    let refused = tls_connect(server.addr(), &pair.der);
+    assert!(
+        refused.is_err(),
+        "a third handshake must be closed at accept"
+    );
+    drop(stalled);
+    assert!(
+        crate::support::wait_until(Duration::from_secs(10), || tls_connect(
+            server.addr(),
+            &pair.der
+        )
+        .is_ok()),
+        "handshakes succeed again once the stalled connections are gone"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn sighup_reloads_the_certificate() {
     let dir = temp_dir("reload");
     let first = self_signed();

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use hyper::StatusCode;
 
 use crate::http::response::{json, no_content, ApiError, Response};
+use crate::http::uri;
 use crate::http::AppState;
 
 pub fn stats(state: &AppState) -> Response {
@@ -16,15 +17,8 @@ pub async fn list_connections(
     state: &Arc<AppState>,
     query: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let user = query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .find_map(|pair| pair.strip_prefix("user_id="))
-        .map(|raw| {
-            crate::http::ws_route::percent_decode(&raw.replace('+', " "))
-                .ok_or_else(|| ApiError::bad_request("`user_id` is not valid percent-encoding"))
-        })
-        .transpose()?;
+    let user = uri::query_param(query, "user_id")
+        .map_err(|e| ApiError::bad_request(format!("`user_id`: {e}")))?;
     let connections = state
         .hub
         .connections(user.as_deref())

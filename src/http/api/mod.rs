@@ -31,12 +31,7 @@ pub async fn handle(
         // The body is left unread (an unauthenticated caller gets no say in
         // what we read), so hyper will not reuse this connection: say so,
         // rather than let a keep-alive client find the socket closed.
-        let mut response = error.into_response();
-        response.headers_mut().insert(
-            hyper::header::CONNECTION,
-            hyper::header::HeaderValue::from_static("close"),
-        );
-        return response;
+        return error.into_closing_response();
     }
     match dispatch(state, request, segments).await {
         Ok(response) => response,
