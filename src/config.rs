@@ -108,12 +108,7 @@ pub struct ServeArgs {
     pub enable_test_faults: bool,
     /// Test only (needs --enable-test-faults): the shard panics when this
     /// user's connection registers, to test the shard failure model.
-    #[arg(
-        long,
-        env = "WSGATE_TEST_SHARD_PANIC_USER",
-        hide = true,
-        requires = "enable_test_faults"
-    )]
+    #[arg(long, env = "WSGATE_TEST_SHARD_PANIC_USER", hide = true)]
     pub test_shard_panic_user: Option<String>,
 }
 
@@ -249,6 +244,12 @@ impl Config {
                 "must be at least --max-message-size",
             ));
         }
+        if args.test_shard_panic_user.is_some() && !args.enable_test_faults {
+            return Err(ConfigError::new(
+                "--test-shard-panic-user",
+                "a test-only fault injection, refused unless --enable-test-faults is also given",
+            ));
+        }
         let shards = match args.shards {
             Some(n) if !(1..=256).contains(&n) => {
                 return Err(ConfigError::new("--shards", "must be between 1 and 256"))
@@ -353,9 +354,7 @@ impl Config {
             },
             shutdown_grace: Duration::from_secs(3),
             max_control_frames_per_second: args.max_control_frames_per_second,
-            test_shard_panic_user: args
-                .test_shard_panic_user
-                .filter(|_| args.enable_test_faults),
+            test_shard_panic_user: args.test_shard_panic_user,
         })
     }
 
