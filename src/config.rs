@@ -101,7 +101,11 @@ pub struct ServeArgs {
     pub drain_time: Duration,
     /// WebSocket ping and pong frames a client may send per second on one
     /// connection (0: no cap); past it, close 1008.
-    #[arg(long, env = "WSGATE_MAX_CONTROL_FRAMES_PER_SECOND", default_value_t = 100)]
+    #[arg(
+        long,
+        env = "WSGATE_MAX_CONTROL_FRAMES_PER_SECOND",
+        default_value_t = 100
+    )]
     pub max_control_frames_per_second: u32,
     /// Test only: allow the fault-injection flags below. Never in production.
     #[arg(long, env = "WSGATE_ENABLE_TEST_FAULTS", hide = true)]

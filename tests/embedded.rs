@@ -191,8 +191,16 @@ async fn a_connection_registered_after_its_user_was_deactivated_is_closed_4003()
     })
     .await
     .expect("reader");
-    assert_eq!(first[0], 0x88, "the first frame must be a close, got {first:?}");
+    assert_eq!(
+        first[0], 0x88,
+        "the first frame must be a close, got {first:?}"
+    );
     assert_eq!(u16::from_be_bytes([first[2], first[3]]), 4003);
-    assert!(hub.connections(Some("late")).await.expect("list").is_empty());
-    hub.shutdown(Duration::ZERO, Duration::from_millis(100)).await;
+    assert!(hub
+        .connections(Some("late"))
+        .await
+        .expect("list")
+        .is_empty());
+    hub.shutdown(Duration::ZERO, Duration::from_millis(100))
+        .await;
 }

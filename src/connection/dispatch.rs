@@ -42,9 +42,10 @@ pub fn dispatch(
         cancelled_upload: None,
     };
     match request {
-        ClientRequest::Ping { ping_id } => {
-            plain(server::pong(ids, ping_id.as_deref(), reply_to), OutKind::Pong)
-        }
+        ClientRequest::Ping { ping_id } => plain(
+            server::pong(ids, ping_id.as_deref(), reply_to),
+            OutKind::Pong,
+        ),
         ClientRequest::Heartbeat => {
             plain(server::heartbeat_ack(ids, reply_to), OutKind::HeartbeatAck)
         }
@@ -173,7 +174,10 @@ mod tests {
             d.subscriptions.expect("changed"),
         );
         let v = reply_json(&d);
-        assert_eq!(v["data"]["events"], json!(["upload.progress", "file.ready"]));
+        assert_eq!(
+            v["data"]["events"],
+            json!(["upload.progress", "file.ready"])
+        );
         assert_eq!(v["data"]["subscriptions"], json!(["review.created"]));
     }
 

@@ -719,6 +719,9 @@ fn dribbling_an_unfinished_frame_is_not_activity_and_ends_in_4000() {
     };
     let elapsed = started.elapsed();
     assert_eq!(end, End::Close(4000), "after {elapsed:?}");
-    assert!(elapsed >= TIMEOUT, "closed after {elapsed:?}, before the timeout");
+    assert!(
+        elapsed >= TIMEOUT,
+        "closed after {elapsed:?}, before the timeout"
+    );
     others_unaffected(&server, &mut good);
 }

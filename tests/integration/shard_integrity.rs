@@ -86,7 +86,8 @@ fn a_connection_closed_by_its_own_subscribe_reply_is_never_indexed() {
     drop(bad);
     // Gone from the slab too (stats count closing connections).
     assert!(
-        wait_until(Duration::from_secs(10), || stats(&server)["connections"] == 1),
+        wait_until(Duration::from_secs(10), || stats(&server)["connections"]
+            == 1),
         "stats still count the closed connection: {}",
         stats(&server)
     );
@@ -97,13 +98,20 @@ fn a_connection_closed_by_its_own_subscribe_reply_is_never_indexed() {
     let mut newcomer = server.ws("newcomer");
     for event in ALL_EVENTS.iter().filter(|e| **e != EVENT) {
         let delivered = server.publish(&json!({"type": event, "data": {}}));
-        assert_eq!(delivered, 0, "{event} reached a connection nobody subscribed");
+        assert_eq!(
+            delivered, 0,
+            "{event} reached a connection nobody subscribed"
+        );
     }
     good.publish_and_check(&server, 20);
     server.assert_nothing_pending(&mut newcomer);
 
     let s = stats(&server);
-    assert_eq!((s["connections"].as_u64(), s["users"].as_u64()), (Some(2), Some(2)), "{s}");
+    assert_eq!(
+        (s["connections"].as_u64(), s["users"].as_u64()),
+        (Some(2), Some(2)),
+        "{s}"
+    );
     let mut users: Vec<String> = server
         .connections(None)
         .iter()
@@ -161,7 +169,10 @@ fn deactivation_racing_upgrades_leaves_the_user_no_connection() {
             .api_post("/api/v1/users/flip/activate", &json!({}))
             .expect_status(204);
     }
-    assert!(survivors.is_empty(), "deactivated user kept connections: {survivors:?}");
+    assert!(
+        survivors.is_empty(),
+        "deactivated user kept connections: {survivors:?}"
+    );
 }
 
 /// The failure model: a shard that panics aborts the whole process with a
@@ -198,13 +209,20 @@ fn a_shard_panic_aborts_the_process_loudly() {
 #[test]
 fn the_fault_injection_flag_is_refused_on_its_own() {
     let out = run_cli(
-        &["serve", "--jwt-secret", "s", "--test-shard-panic-user", "boom"],
+        &[
+            "serve",
+            "--jwt-secret",
+            "s",
+            "--test-shard-panic-user",
+            "boom",
+        ],
         &[],
         Duration::from_secs(10),
     );
     assert_eq!(out.code, Some(2), "{out:?}");
     assert!(
-        out.stderr.contains("--test-shard-panic-user") && out.stderr.contains("--enable-test-faults"),
+        out.stderr.contains("--test-shard-panic-user")
+            && out.stderr.contains("--enable-test-faults"),
         "{}",
         out.stderr
     );
@@ -240,7 +258,10 @@ fn messages_still_queued_are_counted_when_a_connection_closes_or_its_socket_fail
         .api_delete(&format!("/api/v1/connections/{}", closing.connection_id()))
         .expect_status(204);
     assert!(
-        wait_until(Duration::from_secs(10), || dropped(&server, "connection_closing") > before),
+        wait_until(Duration::from_secs(10), || dropped(
+            &server,
+            "connection_closing"
+        ) > before),
         "messages left in a closed connection's queue were not counted"
     );
 
@@ -249,7 +270,8 @@ fn messages_still_queued_are_counted_when_a_connection_closes_or_its_socket_fail
     let before = dropped(&server, "write_failed");
     drop(reset); // unread data in its receive buffer: the kernel sends RST
     assert!(
-        wait_until(Duration::from_secs(10), || dropped(&server, "write_failed") > before),
+        wait_until(Duration::from_secs(10), || dropped(&server, "write_failed")
+            > before),
         "messages queued for a socket that failed were not counted"
     );
     drop(closing);

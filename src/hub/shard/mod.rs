@@ -168,7 +168,9 @@ pub fn spawn(
             // frozen while `/health` still says ok: a panic ends the process
             // instead, loudly, for the supervisor to restart (failure model
             // in docs/SECURITY.md).
-            if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shard.run())) {
+            if let Err(panic) =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shard.run()))
+            {
                 let what = panic
                     .downcast_ref::<&str>()
                     .map(|s| s.to_string())

@@ -291,7 +291,9 @@ impl Shard {
         // peer that already misbehaves.
         let drop_when_flushed = matches!(
             reason,
-            CloseReason::ProtocolViolation | CloseReason::InvalidPayload | CloseReason::MessageTooBig
+            CloseReason::ProtocolViolation
+                | CloseReason::InvalidPayload
+                | CloseReason::MessageTooBig
         );
         self.leave_open(key, drop_when_flushed);
         let conn = &mut self.connections[key];
@@ -302,7 +304,8 @@ impl Shard {
         }
         let mut io = BufferedIo::new(&[]);
         let _ = conn.ws.close(&mut io, Some(reason.frame()));
-        conn.outbound.push_unbounded(Chunk::Control(Arc::from(io.output)));
+        conn.outbound
+            .push_unbounded(Chunk::Control(Arc::from(io.output)));
         tracing::debug!(shard = self.index, connection = %conn.id, code = reason.code(), reason = reason.label(), "closing");
         self.mark_dirty(key);
     }
