@@ -90,6 +90,8 @@ impl Server {
             cleanup_interval: config.timers.cleanup_interval,
             rate_limit_messages: config.limits.rate_limit_messages,
             rate_limit_window: config.limits.rate_limit_window,
+            max_control_frames_per_second: config.max_control_frames_per_second,
+            test_panic_user: config.test_shard_panic_user.clone(),
         };
         // Cluster mode: the Redis backplane links this node to the others;
         // otherwise a no-op, and nothing below runs any cluster code.

@@ -117,6 +117,21 @@ pub struct ServeArgs {
     /// On shutdown, close connections in batches spread over this time.
     #[arg(long, env = "WSGATE_DRAIN_TIME", default_value = "1s", value_parser = duration)]
     pub drain_time: Duration,
+    /// WebSocket ping and pong frames a client may send per second on one
+    /// connection (0: no cap); past it, close 1008.
+    #[arg(
+        long,
+        env = "WSGATE_MAX_CONTROL_FRAMES_PER_SECOND",
+        default_value_t = 100
+    )]
+    pub max_control_frames_per_second: u32,
+    /// Test only: allow the fault-injection flags below. Never in production.
+    #[arg(long, env = "WSGATE_ENABLE_TEST_FAULTS", hide = true)]
+    pub enable_test_faults: bool,
+    /// Test only (needs --enable-test-faults): the shard panics when this
+    /// user's connection registers, to test the shard failure model.
+    #[arg(long, env = "WSGATE_TEST_SHARD_PANIC_USER", hide = true)]
+    pub test_shard_panic_user: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -214,6 +229,10 @@ pub struct Config {
     pub drain_time: Duration,
     /// After the drain, how long closing connections get to finish.
     pub shutdown_grace: Duration,
+    /// Ping/pong frames per second per connection; 0 means no cap.
+    pub max_control_frames_per_second: u32,
+    /// Test-only fault injection: a shard panics registering this user.
+    pub test_shard_panic_user: Option<String>,
 }
 
 impl Config {
@@ -263,6 +282,12 @@ impl Config {
             return Err(ConfigError::new(
                 "--max-queued-bytes",
                 "must be at least --max-message-size",
+            ));
+        }
+        if args.test_shard_panic_user.is_some() && !args.enable_test_faults {
+            return Err(ConfigError::new(
+                "--test-shard-panic-user",
+                "a test-only fault injection, refused unless --enable-test-faults is also given",
             ));
         }
         let shards = match args.shards {
@@ -358,6 +383,8 @@ impl Config {
                 args.drain_time
             },
             shutdown_grace: Duration::from_secs(3),
+            max_control_frames_per_second: args.max_control_frames_per_second,
+            test_shard_panic_user: args.test_shard_panic_user,
         })
     }
 

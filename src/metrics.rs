@@ -116,19 +116,25 @@ const REFUSAL_LABELS: [&str; 6] = [
 pub enum DropReason {
     /// A client message over the rate limit.
     RateLimited,
-    /// Outbound bytes discarded when a slow consumer was closed.
+    /// The message that overflowed a connection's queue, and those
+    /// discarded with it when the slow consumer was closed.
     SlowConsumer,
-    /// A delivery to a connection already closing.
+    /// A delivery to a connection already closing, or messages still
+    /// queued when a connection went away.
     ConnectionClosing,
     WebhookQueueFull,
     WebhookFailed,
+    /// Messages still queued when the socket failed (a write error, or a
+    /// reset seen first on read).
+    WriteFailed,
 }
-const DROP_LABELS: [&str; 5] = [
+const DROP_LABELS: [&str; 6] = [
     "rate_limited",
     "slow_consumer",
     "connection_closing",
     "webhook_queue_full",
     "webhook_failed",
+    "write_failed",
 ];
 
 /// Upper bounds of the fan-out histogram buckets, in seconds.

@@ -33,6 +33,8 @@ mod rate_limit;
 mod seed;
 #[path = "integration/server_api.rs"]
 mod server_api;
+#[path = "integration/shard_integrity.rs"]
+mod shard_integrity;
 #[path = "integration/shutdown.rs"]
 mod shutdown;
 #[path = "integration/storms.rs"]

@@ -42,21 +42,22 @@ pub fn dispatch(
         cancelled_upload: None,
     };
     match request {
-        ClientRequest::Ping { ping_id } => {
-            plain(server::pong(ids, &ping_id, reply_to), OutKind::Pong)
-        }
+        ClientRequest::Ping { ping_id } => plain(
+            server::pong(ids, ping_id.as_deref(), reply_to),
+            OutKind::Pong,
+        ),
         ClientRequest::Heartbeat => {
             plain(server::heartbeat_ack(ids, reply_to), OutKind::HeartbeatAck)
         }
         ClientRequest::Subscribe(requested) => {
-            let next = current.union(requested);
+            let next = current.union(requested.iter().copied().collect());
             Dispatched {
                 subscriptions: Some(next),
                 ..plain(
                     server::subscription_changed(
                         ids,
                         "subscription.confirmed",
-                        requested,
+                        &requested,
                         next,
                         reply_to,
                     ),
@@ -65,14 +66,14 @@ pub fn dispatch(
             }
         }
         ClientRequest::Unsubscribe(requested) => {
-            let next = current.difference(requested);
+            let next = current.difference(requested.iter().copied().collect());
             Dispatched {
                 subscriptions: Some(next),
                 ..plain(
                     server::subscription_changed(
                         ids,
                         "unsubscription.confirmed",
-                        requested,
+                        &requested,
                         next,
                         reply_to,
                     ),
@@ -151,6 +152,33 @@ mod tests {
             d.subscriptions.expect("changed").names(),
             vec!["file.ready", "upload.progress"]
         );
+    }
+
+    #[test]
+    fn confirmed_events_keep_the_client_order() {
+        let d = run(
+            r#"{"type":"subscribe","data":{"events":["upload.progress","file.ready","review.created"]}}"#,
+            EventSet::EMPTY,
+        );
+        let v = reply_json(&d);
+        assert_eq!(
+            v["data"]["events"],
+            json!(["upload.progress", "file.ready", "review.created"])
+        );
+        assert_eq!(
+            v["data"]["subscriptions"],
+            json!(["file.ready", "review.created", "upload.progress"])
+        );
+        let d = run(
+            r#"{"type":"unsubscribe","data":{"events":["upload.progress","file.ready"]}}"#,
+            d.subscriptions.expect("changed"),
+        );
+        let v = reply_json(&d);
+        assert_eq!(
+            v["data"]["events"],
+            json!(["upload.progress", "file.ready"])
+        );
+        assert_eq!(v["data"]["subscriptions"], json!(["review.created"]));
     }
 
     #[test]

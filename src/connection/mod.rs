@@ -45,13 +45,17 @@ pub struct Connection {
     pub connected_at_ms: u64,
     /// Last client message (wall clock), for the server API.
     pub last_activity_ms: u64,
-    /// Last frame of any kind from the client (for the 4000 timeout).
+    /// Last complete frame of any kind from the client (for the 4000
+    /// timeout); bytes of an unfinished frame do not count.
     pub last_seen: Instant,
     pub last_ping: Instant,
     /// Token `exp` in seconds since the epoch (for 4001).
     pub token_expires_at: u64,
     pub messages_in: u64,
     pub messages_out: u64,
+    /// Ping and pong frames from the client in the current one-second
+    /// window (`--max-control-frames-per-second`).
+    pub control_frames: u32,
     /// Echo mode (`--conformance-echo`): data frames are sent back as is.
     pub echo: bool,
     /// The TLS session over `socket`, if any (boxed: it is large and most

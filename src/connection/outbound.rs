@@ -18,15 +18,24 @@ pub enum Chunk {
     Shared(Arc<[u8]>),
     /// A frame for this connection only (a reply).
     Owned(Box<[u8]>),
+    /// Control frames (pings, tungstenite's pongs, close frames): not
+    /// messages, so not counted when dropped.
+    Control(Arc<[u8]>),
 }
 
 impl Deref for Chunk {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         match self {
-            Chunk::Shared(bytes) => bytes,
+            Chunk::Shared(bytes) | Chunk::Control(bytes) => bytes,
             Chunk::Owned(bytes) => bytes,
         }
+    }
+}
+
+impl Chunk {
+    pub fn is_control(&self) -> bool {
+        matches!(self, Chunk::Control(_))
     }
 }
 
@@ -77,17 +86,28 @@ impl Outbound {
     }
 
     /// Queues a frame whatever the budget: only for the final close frame
-    /// and tungstenite's control replies, which are tiny and bounded in number.
+    /// and the echo of the peer's, after which nothing more is queued.
     pub fn push_unbounded(&mut self, chunk: Chunk) {
         self.queued_bytes += chunk.len();
         self.queue.push_back(chunk);
     }
 
+    /// Messages (not control frames) queued and not completely written.
+    pub fn queued_messages(&self) -> usize {
+        self.queue.iter().filter(|c| !c.is_control()).count()
+    }
+
     /// Drops every frame not yet started; a partly written frame stays so
-    /// the stream remains well-formed. Returns how many frames were dropped.
+    /// the stream remains well-formed. Returns how many messages (control
+    /// frames aside) were dropped.
     pub fn discard_unstarted(&mut self) -> usize {
         let keep = usize::from(self.head_written > 0);
-        let dropped = self.queue.len().saturating_sub(keep);
+        let dropped = self
+            .queue
+            .iter()
+            .skip(keep)
+            .filter(|c| !c.is_control())
+            .count();
         self.queue.truncate(keep);
         self.queued_bytes = self
             .queue
@@ -248,6 +268,18 @@ mod tests {
         out.flush(&mut socket).expect("flush");
         assert_eq!(socket.calls, 1);
         assert_eq!(socket.taken.len(), 30);
+    }
+
+    #[test]
+    fn control_frames_are_not_counted_as_messages() {
+        let mut out = Outbound::default();
+        out.push(Chunk::Control(Arc::from(&b"pong"[..])), 100)
+            .expect("fits");
+        out.push(Chunk::from(b"message".to_vec()), 100)
+            .expect("fits");
+        assert_eq!(out.queued_messages(), 1);
+        assert_eq!(out.discard_unstarted(), 1);
+        assert!(out.is_empty());
     }
 
     #[test]

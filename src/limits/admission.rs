@@ -74,6 +74,11 @@ impl ConnectionPermit {
     pub fn user(&self) -> &Arc<str> {
         &self.user
     }
+
+    /// True when the user has been deactivated since the slot was taken.
+    pub fn user_inactive(&self) -> bool {
+        self.admission.is_inactive(&self.user)
+    }
 }
 
 impl std::fmt::Debug for ConnectionPermit {

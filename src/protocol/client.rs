@@ -8,7 +8,7 @@
 use serde_json::{Map, Value};
 
 use super::error::{ErrorCode, ProtocolError};
-use super::event::{Event, EventSet};
+use super::event::Event;
 
 /// The client message types of SPEC §3, by wire name.
 pub const CLIENT_MESSAGE_TYPES: [&str; 5] = [
@@ -22,13 +22,14 @@ pub const CLIENT_MESSAGE_TYPES: [&str; 5] = [
 /// A validated client request.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ClientRequest {
-    /// `pingId` as sent (any JSON value), `Null` when absent.
+    /// `pingId` as sent; `None` when absent or `null`.
     Ping {
-        ping_id: Value,
+        ping_id: Option<String>,
     },
     Heartbeat,
-    Subscribe(EventSet),
-    Unsubscribe(EventSet),
+    /// The events as the client listed them, in its order (echoed back).
+    Subscribe(Vec<Event>),
+    Unsubscribe(Vec<Event>),
     UploadCancel {
         upload_id: String,
         /// The whole `data` object, forwarded to the webhook as sent.
@@ -101,9 +102,15 @@ fn validate(mut object: Map<String, Value>) -> Result<ClientRequest, ProtocolErr
         Some(_) => return Err(ProtocolError::invalid_message("`data` must be an object")),
     };
     match kind.as_str() {
-        "ping" => Ok(ClientRequest::Ping {
-            ping_id: data.get("pingId").cloned().unwrap_or(Value::Null),
-        }),
+        "ping" => match data.get("pingId") {
+            None | Some(Value::Null) => Ok(ClientRequest::Ping { ping_id: None }),
+            Some(Value::String(id)) => Ok(ClientRequest::Ping {
+                ping_id: Some(id.clone()),
+            }),
+            Some(_) => Err(ProtocolError::invalid_message(
+                "`data.pingId` must be a string",
+            )),
+        },
         "heartbeat" => Ok(ClientRequest::Heartbeat),
         "subscribe" => Ok(ClientRequest::Subscribe(events(&data, true)?)),
         "unsubscribe" => Ok(ClientRequest::Unsubscribe(events(&data, false)?)),
@@ -123,9 +130,10 @@ fn validate(mut object: Map<String, Value>) -> Result<ClientRequest, ProtocolErr
     }
 }
 
-/// Reads `data.events`; all-or-nothing: any unknown name rejects the whole
-/// request with `INVALID_SUBSCRIPTION` naming every unknown event.
-fn events(data: &Map<String, Value>, non_empty: bool) -> Result<EventSet, ProtocolError> {
+/// Reads `data.events` in the client's order; all-or-nothing: any unknown
+/// name rejects the whole request with `INVALID_SUBSCRIPTION` naming every
+/// unknown event.
+fn events(data: &Map<String, Value>, non_empty: bool) -> Result<Vec<Event>, ProtocolError> {
     let Some(Value::Array(names)) = data.get("events") else {
         return Err(ProtocolError::invalid_message(
             "`data.events` must be an array of event names",
@@ -136,7 +144,7 @@ fn events(data: &Map<String, Value>, non_empty: bool) -> Result<EventSet, Protoc
             "`data.events` must not be empty",
         ));
     }
-    let mut set = EventSet::EMPTY;
+    let mut requested = Vec::with_capacity(names.len());
     let mut invalid = Vec::new();
     for name in names {
         let Value::String(name) = name else {
@@ -145,12 +153,12 @@ fn events(data: &Map<String, Value>, non_empty: bool) -> Result<EventSet, Protoc
             ));
         };
         match Event::parse(name) {
-            Some(event) => set.insert(event),
+            Some(event) => requested.push(event),
             None => invalid.push(Value::String(name.clone())),
         }
     }
     if invalid.is_empty() {
-        Ok(set)
+        Ok(requested)
     } else {
         let list = invalid
             .iter()
@@ -181,16 +189,33 @@ mod tests {
         assert_eq!(
             parsed.request.expect("ping"),
             ClientRequest::Ping {
-                ping_id: json!("p1")
+                ping_id: Some("p1".into())
             }
         );
         let parsed = parse(r#"{"type":"ping"}"#);
         assert_eq!(parsed.reply_to, None);
         assert_eq!(
             parsed.request.expect("ping"),
-            ClientRequest::Ping {
-                ping_id: Value::Null
-            }
+            ClientRequest::Ping { ping_id: None }
+        );
+    }
+
+    #[test]
+    fn ping_id_of_the_wrong_type_is_invalid_and_keeps_the_id() {
+        for bad in ["5", "{}", "[\"p\"]", "true"] {
+            let parsed = parse(&format!(
+                r#"{{"type":"ping","data":{{"pingId":{bad}}},"id":"m"}}"#
+            ));
+            assert_eq!(parsed.reply_to, Some(json!("m")), "{bad}");
+            assert_eq!(
+                parsed.request.expect_err(bad).code,
+                ErrorCode::InvalidMessage
+            );
+        }
+        let parsed = parse(r#"{"type":"ping","data":{"pingId":null}}"#);
+        assert_eq!(
+            parsed.request.expect("null is absent"),
+            ClientRequest::Ping { ping_id: None }
         );
     }
 
@@ -239,10 +264,10 @@ mod tests {
         assert_eq!(err.extra["invalid_events"], json!(["bogus", "x.y"]));
         let ok =
             parse(r#"{"type":"subscribe","data":{"events":["upload.progress","file.ready"]}}"#);
-        let ClientRequest::Subscribe(set) = ok.request.expect("valid") else {
+        let ClientRequest::Subscribe(requested) = ok.request.expect("valid") else {
             panic!("not a subscribe")
         };
-        assert_eq!(set.names(), vec!["file.ready", "upload.progress"]);
+        assert_eq!(requested, vec![Event::UploadProgress, Event::FileReady]);
     }
 
     #[test]
@@ -313,7 +338,7 @@ mod tests {
                 prop_assert_eq!(parsed.reply_to, Some(id));
                 prop_assert_eq!(
                     parsed.request.expect("a valid ping"),
-                    ClientRequest::Ping { ping_id: Value::Null }
+                    ClientRequest::Ping { ping_id: None }
                 );
             }
 

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::envelope::{encode, encode_at, EncodedMessage};
 use super::error::ProtocolError;
-use super::event::EventSet;
+use super::event::{Event, EventSet};
 use super::ids::MessageIds;
 
 /// The `features` list of `connection.established`.
@@ -35,7 +35,7 @@ pub fn connection_established(
 struct PongData<'a> {
     timestamp: &'a str,
     #[serde(rename = "pingId")]
-    ping_id: &'a Value,
+    ping_id: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -43,7 +43,7 @@ struct TimestampData<'a> {
     timestamp: &'a str,
 }
 
-pub fn pong(ids: &MessageIds, ping_id: &Value, reply_to: Option<&Value>) -> EncodedMessage {
+pub fn pong(ids: &MessageIds, ping_id: Option<&str>, reply_to: Option<&Value>) -> EncodedMessage {
     let now = clock::now_rfc3339();
     let data = PongData {
         timestamp: &now,
@@ -63,15 +63,17 @@ pub fn heartbeat_ack(ids: &MessageIds, reply_to: Option<&Value>) -> EncodedMessa
     )
 }
 
-/// `subscription.confirmed` or `unsubscription.confirmed`.
+/// `subscription.confirmed` or `unsubscription.confirmed`: `events` as the
+/// client listed them, `subscriptions` sorted.
 pub fn subscription_changed(
     ids: &MessageIds,
     kind: &str,
-    requested: EventSet,
+    requested: &[Event],
     current: EventSet,
     reply_to: Option<&Value>,
 ) -> EncodedMessage {
-    let data = json!({"events": requested.names(), "subscriptions": current.names()});
+    let requested: Vec<&str> = requested.iter().map(|e| e.as_str()).collect();
+    let data = json!({"events": requested, "subscriptions": current.names()});
     encode(ids, kind, &data, reply_to)
 }
 

@@ -599,3 +599,129 @@ fn three_stalled_readers_at_once_are_cut_off_without_hurting_others() {
     // The good client's user can still open connections (slots released).
     server.ws("good-user").assert_alive();
 }
+
+// ---------------------------------------------------------------------------
+// Control frame floods and dribbled frames.
+
+/// 64 masked Ping frames with 125-byte payloads, written as one buffer.
+fn ping_batch() -> Vec<u8> {
+    let one = frame(first_byte(true, OP_PING), Some(MASK), &[b'p'; 125]);
+    one.repeat(64)
+}
+
+/// Writes Ping frames as fast as the socket takes them and never reads,
+/// until the server drops the connection; returns how many were written.
+fn ping_flood(mut stream: TcpStream) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let batch = ping_batch();
+        let mut sent = 0;
+        while stream.write_all(&batch).is_ok() {
+            sent += 64;
+        }
+        sent
+    })
+}
+
+/// Floods a raw connection with pings; returns how long until the server
+/// stopped listing it, the largest RSS growth seen meanwhile (KiB), and
+/// the connection to read its end from.
+fn flood_until_closed(server: &TestServer, user: &str) -> (Duration, u64, RawWs) {
+    let raw = RawWs::connect(server.addr(), &server.token(user));
+    let id = raw.connection_id();
+    let baseline = server.rss_kib();
+    let mut grown = 0;
+    let started = Instant::now();
+    let flooder = ping_flood(raw.stream.try_clone().expect("clone the socket"));
+    let gone = crate::support::wait_until(Duration::from_secs(5), || {
+        grown = grown.max(server.rss_kib().saturating_sub(baseline));
+        !server.connection_ids().contains(&id)
+    });
+    let elapsed = started.elapsed();
+    assert!(gone, "a ping flood was still connected after 5 s");
+    // A few more samples while the closing connection is still being read.
+    for _ in 0..10 {
+        grown = grown.max(server.rss_kib().saturating_sub(baseline));
+        if flooder.is_finished() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(flooder);
+    (elapsed, grown, raw)
+}
+
+#[test]
+fn ping_flood_past_the_control_frame_cap_is_closed_1008() {
+    // Heartbeat and queue budget at their defaults: only the cap can act.
+    let server = TestServer::start(&[]);
+    let mut good = Bystander::start(&server, "good-user");
+    let (elapsed, grown, mut raw) = flood_until_closed(&server, "pinger");
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "closed {elapsed:?} after the flood began (heartbeat 30 s)"
+    );
+    assert_eq!(raw.wait_end(Duration::from_secs(5)), End::Close(1008));
+    assert!(grown < 16 * 1024, "server RSS grew by {grown} KiB");
+    others_unaffected(&server, &mut good);
+}
+
+#[test]
+fn ping_flood_from_a_client_that_never_reads_is_closed_4008_at_once() {
+    // No control frame cap: the pongs alone must hit the queue budget.
+    let server = TestServer::start(&[
+        "--max-control-frames-per-second",
+        "0",
+        "--max-queued-bytes",
+        "65536",
+    ]);
+    let mut good = Bystander::start(&server, "good-user");
+    let (elapsed, grown, mut raw) = flood_until_closed(&server, "pinger");
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "closed {elapsed:?} after the flood began (heartbeat 30 s)"
+    );
+    // Reading now lets the close frame out behind the queued pongs.
+    assert_eq!(raw.wait_end(Duration::from_secs(5)), End::Close(4008));
+    assert!(grown < 16 * 1024, "server RSS grew by {grown} KiB");
+    others_unaffected(&server, &mut good);
+}
+
+#[test]
+fn dribbling_an_unfinished_frame_is_not_activity_and_ends_in_4000() {
+    const TIMEOUT: Duration = Duration::from_secs(2);
+    // The bystander answers the 500 ms pings; the dribbler sends a byte
+    // every 500 ms, each well within the timeout, but never a whole frame.
+    let server = TestServer::start(&[
+        "--connection-timeout",
+        "2s",
+        "--heartbeat-interval",
+        "500ms",
+    ]);
+    let mut good = Bystander::start(&server, "good-user");
+    let mut bad = RawWs::connect(server.addr(), &server.token("dribbler"));
+    let started = Instant::now();
+    assert!(bad.send(&header(first_byte(true, OP_TEXT), Some(MASK), 1000)));
+    let end = loop {
+        assert!(
+            started.elapsed() < TIMEOUT * 5,
+            "a client dribbling one byte every 500 ms was still open after {:?}",
+            started.elapsed()
+        );
+        if !bad.send(b"x") {
+            break End::Dropped;
+        }
+        if let Some(code) = bad
+            .read_frame(Duration::from_millis(500))
+            .and_then(|f| f.close_code())
+        {
+            break End::Close(code);
+        }
+    };
+    let elapsed = started.elapsed();
+    assert_eq!(end, End::Close(4000), "after {elapsed:?}");
+    assert!(
+        elapsed >= TIMEOUT,
+        "closed after {elapsed:?}, before the timeout"
+    );
+    others_unaffected(&server, &mut good);
+}

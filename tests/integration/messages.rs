@@ -43,6 +43,68 @@ fn ping_echoes_ping_id_and_null_when_absent() {
     );
 }
 
+/// `data` of the wrong shape is `INVALID_MESSAGE` with `reply_to`, for
+/// every field the SPEC types; the connection stays open.
+#[test]
+fn typed_fields_of_the_wrong_type_are_invalid_message_with_reply_to() {
+    let server = TestServer::start(&[]);
+    let mut c = server.ws("u");
+    let cases = [
+        json!({"type": "ping", "data": {"pingId": 5}}),
+        json!({"type": "ping", "data": {"pingId": {"a": 1}}}),
+        json!({"type": "ping", "data": {"pingId": ["p"]}}),
+        json!({"type": "ping", "data": {"pingId": true}}),
+        json!({"type": "subscribe", "data": {"events": ["file.ready", 7]}}),
+        json!({"type": "subscribe", "data": {"events": [null]}}),
+        json!({"type": "unsubscribe", "data": {"events": [["file.ready"]]}}),
+        json!({"type": "upload.cancel", "data": {"upload_id": 12}}),
+        json!({"type": "upload.cancel", "data": {"upload_id": {"id": "x"}}}),
+        json!({"type": "upload.cancel", "data": {}}),
+    ];
+    for (i, case) in cases.into_iter().enumerate() {
+        let mut message = case.clone();
+        message["id"] = json!(format!("bad-{i}"));
+        c.send_json(&message);
+        let reply = c.recv_json();
+        assert_eq!(error_code(&reply), "INVALID_MESSAGE", "{case} -> {reply}");
+        assert_eq!(reply["reply_to"], format!("bad-{i}"), "{reply}");
+    }
+    // `pingId: null` is read as absent (wsgate choice): a pong.
+    c.send_json(&json!({"type": "ping", "data": {"pingId": null}, "id": "n"}));
+    let pong = c.recv_json();
+    assert_eq!(pong["type"], "pong", "{pong}");
+    assert!(pong["data"]["pingId"].is_null(), "{pong}");
+    assert_eq!(
+        server.connections(Some("u"))[0]["subscriptions"],
+        json!([]),
+        "a rejected subscribe must change nothing"
+    );
+}
+
+/// `events` is the list the client sent, in its order; only
+/// `subscriptions` is sorted.
+#[test]
+fn confirmed_events_are_the_requested_list_in_the_client_order() {
+    let server = TestServer::start(&[]);
+    let mut c = server.ws("u");
+    let requested = ["upload.progress", "file.ready", "review.created"];
+    let r = c.subscribe(&requested);
+    assert_eq!(strings(&r["data"]["events"]), requested);
+    assert_eq!(
+        strings(&r["data"]["subscriptions"]),
+        ["file.ready", "review.created", "upload.progress"]
+    );
+    c.send_json(&json!({"type": "unsubscribe", "id": "un",
+        "data": {"events": ["upload.progress", "file.ready"]}}));
+    let r = c.recv_json();
+    assert_eq!(r["type"], "unsubscription.confirmed", "{r}");
+    assert_eq!(
+        strings(&r["data"]["events"]),
+        ["upload.progress", "file.ready"]
+    );
+    assert_eq!(strings(&r["data"]["subscriptions"]), ["review.created"]);
+}
+
 #[test]
 fn heartbeat_gets_ack() {
     let server = TestServer::start(&[]);

@@ -395,6 +395,17 @@ impl TestServer {
         );
     }
 
+    /// The server's resident set size in KiB (`VmRSS` in /proc/PID/status).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/PID/status of the server");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmRSS in {status}"))
+    }
+
     pub fn metrics(&self) -> String {
         let r = self.get_public("/metrics");
         r.expect_status(200);

@@ -15,7 +15,7 @@ use crate::connection::Connection;
 use crate::hub::command::{Delivery, ShardTarget};
 use crate::limits::rate::retry_after_secs;
 use crate::limits::RateDecision;
-use crate::metrics::{InKind, OutKind};
+use crate::metrics::{DropReason, InKind, OutKind};
 use crate::protocol::envelope::EncodedMessage;
 use crate::protocol::{client, clock, server, Event, EventSet, ProtocolError};
 use crate::ws::{frame, CloseReason};
@@ -109,7 +109,7 @@ impl Shard {
             self.settings.max_queued_bytes,
             &mut self.dirty,
         ) {
-            self.close(key, CloseReason::SlowConsumer);
+            self.overflowed(key);
         }
     }
 
@@ -124,23 +124,17 @@ impl Shard {
             self.settings.max_queued_bytes,
             &mut self.dirty,
         ) {
-            self.close(key, CloseReason::SlowConsumer);
+            self.overflowed(key);
             return;
         }
         self.metrics.messages_out(kind, 1);
     }
 
+    /// A no-op when the connection was closed while its message was being
+    /// handled (e.g. the reply overflowed): see `index`.
     pub(super) fn set_subscriptions(&mut self, key: usize, next: EventSet) {
-        let Some(conn) = self.connections.get_mut(key) else {
-            return;
-        };
-        let previous = conn.subscriptions;
-        conn.subscriptions = next;
-        for event in next.difference(previous).iter() {
-            self.subscribers[event.index()].insert(key);
-        }
-        for event in previous.difference(next).iter() {
-            self.subscribers[event.index()].remove(&key);
+        if let Some(conn) = self.connections.get_mut(key) {
+            self.indexes.set_subscriptions(key, conn, next);
         }
     }
 
@@ -155,10 +149,14 @@ impl Shard {
         let connection_id = self.connections[key].id.to_string();
         let message = server::upload_cancelled(&self.ids, &upload.upload_id, &connection_id);
         let frame: Arc<[u8]> = Arc::from(message.frame);
-        let keys = self.by_user.get(user).cloned().unwrap_or_default();
+        let mut overflowed = Vec::new();
         let mut delivered = 0;
-        for k in keys {
-            let conn = &mut self.connections[k];
+        for &k in self.indexes.user(user) {
+            let Some(conn) = self.connections.get_mut(k) else {
+                debug_assert!(false, "indexed key {k} has no connection");
+                continue;
+            };
+            debug_assert!(conn.is_open(), "indexed key {k} is closing");
             if !conn.subscriptions.contains(Event::UploadCancelled) {
                 continue;
             }
@@ -171,8 +169,11 @@ impl Shard {
             ) {
                 delivered += 1;
             } else {
-                self.close(k, CloseReason::SlowConsumer);
+                overflowed.push(k);
             }
+        }
+        for k in overflowed {
+            self.overflowed(k);
         }
         self.metrics
             .messages_out(OutKind::Event(Event::UploadCancelled), delivered);
@@ -190,9 +191,11 @@ impl Shard {
         let limit = self.settings.max_queued_bytes;
         let frame = delivery.frame;
         let mut delivered = 0usize;
+        let mut closing = 0u64;
         let mut overflowed: Vec<usize> = Vec::new();
         let mut offer = |conn: &mut Connection, key: usize, dirty: &mut Vec<usize>| {
             if !conn.is_open() {
+                closing += 1;
                 return;
             }
             if enqueue(conn, key, Chunk::Shared(frame.clone()), limit, dirty) {
@@ -208,24 +211,37 @@ impl Shard {
                 }
             }
             ShardTarget::Subscribers(event) => {
-                for &key in &self.subscribers[event.index()] {
-                    offer(&mut self.connections[key], key, &mut self.dirty);
+                for &key in self.indexes.subscribers(event) {
+                    let Some(conn) = self.connections.get_mut(key) else {
+                        debug_assert!(false, "indexed key {key} has no connection");
+                        continue;
+                    };
+                    debug_assert!(conn.is_open(), "indexed key {key} is closing");
+                    offer(conn, key, &mut self.dirty);
                 }
             }
             ShardTarget::Selected { users, connections } => {
                 let mut keys: Vec<usize> = users
                     .iter()
-                    .filter_map(|u| self.by_user.get(u))
-                    .flatten()
+                    .flat_map(|u| self.indexes.user(u))
                     .copied()
                     .chain(connections.into_iter().filter_map(|id| self.lookup(id)))
                     .collect();
                 keys.sort_unstable();
                 keys.dedup();
                 for key in keys {
-                    offer(&mut self.connections[key], key, &mut self.dirty);
+                    if let Some(conn) = self.connections.get_mut(key) {
+                        offer(conn, key, &mut self.dirty);
+                    }
                 }
             }
+        }
+        if closing > 0 {
+            self.metrics.dropped(DropReason::ConnectionClosing, closing);
+        }
+        if !overflowed.is_empty() {
+            self.metrics
+                .dropped(DropReason::SlowConsumer, overflowed.len() as u64);
         }
         for key in overflowed {
             self.close(key, CloseReason::SlowConsumer);

@@ -10,7 +10,6 @@
 //! connection. This module must not block: no waiting on other shards, no
 //! locks held across anything but a counter update.
 
-use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -27,14 +26,17 @@ use super::conn_id::ConnId;
 use crate::connection::outbound::Chunk;
 use crate::connection::{Connection, ConnectionInfo, Outbound, Phase};
 use crate::limits::RateLimiter;
-use crate::metrics::{Metrics, OutKind};
-use crate::protocol::{clock, server, Event, EventSet, MessageIds};
+use crate::metrics::{DropReason, Metrics, OutKind};
+use crate::protocol::{clock, server, EventSet, MessageIds};
 use crate::webhook::WebhookQueue;
 use crate::ws::{frame, CloseReason};
 
+mod index;
 mod messages;
 mod sockets;
 mod timers;
+
+use index::Index;
 
 const WAKER: Token = Token(usize::MAX);
 /// Socket reads per connection per reactor turn before others get a go.
@@ -67,6 +69,12 @@ pub struct ShardSettings {
     pub cleanup_interval: Duration,
     pub rate_limit_messages: u32,
     pub rate_limit_window: Duration,
+    /// WebSocket control frames (ping, pong) a client may send per second
+    /// on one connection; past it, close 1008.
+    pub max_control_frames_per_second: u32,
+    /// Test-only fault injection (`--test-shard-panic-user`): registering
+    /// this user's connection panics the shard.
+    pub test_panic_user: Option<String>,
 }
 
 impl ShardSettings {
@@ -135,8 +143,7 @@ pub fn spawn(
         poll,
         commands: rx,
         connections: Slab::new(),
-        by_user: HashMap::new(),
-        subscribers: (0..Event::COUNT).map(|_| HashSet::new()).collect(),
+        indexes: Index::new(),
         ids: MessageIds::new(),
         metrics,
         webhook,
@@ -152,10 +159,26 @@ pub fn spawn(
         ping: frame::ping_frame(),
         shutdown_deadline: None,
         drain: None,
+        control_window_start: Instant::now(),
     };
     let thread = std::thread::Builder::new()
         .name(format!("wsgate-shard-{index}"))
-        .spawn(move || shard.run())?;
+        .spawn(move || {
+            // A shard that stopped would leave its users' connections
+            // frozen while `/health` still says ok: a panic ends the process
+            // instead, loudly, for the supervisor to restart (failure model
+            // in docs/SECURITY.md).
+            if let Err(panic) =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shard.run()))
+            {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                fatal(index, &format!("panicked: {what}"));
+            }
+        })?;
     Ok((
         ShardHandle {
             index,
@@ -176,10 +199,8 @@ struct Shard {
     poll: Poll,
     commands: mpsc::Receiver<Command>,
     connections: Slab<Connection>,
-    /// Open connections per user (slab keys).
-    by_user: HashMap<Arc<str>, Vec<usize>>,
-    /// Open connections subscribed to each event, indexed by `Event::index`.
-    subscribers: Vec<HashSet<usize>>,
+    /// Open connections per user and per subscribed event.
+    indexes: Index,
     limiter: RateLimiter,
     ids: MessageIds,
     metrics: Arc<Metrics>,
@@ -201,6 +222,18 @@ struct Shard {
     ping: Arc<[u8]>,
     shutdown_deadline: Option<Instant>,
     drain: Option<Drain>,
+    /// When the per-connection control frame counts were last reset.
+    control_window_start: Instant,
+}
+
+/// Ends the process: a shard thread cannot go on (see `spawn`).
+fn fatal(shard: usize, what: &str) -> ! {
+    tracing::error!(
+        shard,
+        "shard thread {what}; aborting the process (a supervisor should restart it)"
+    );
+    eprintln!("wsgate: shard {shard} {what}; aborting");
+    std::process::abort();
 }
 
 /// Queues `chunk` on `conn`, marking it dirty; `false` when the queue
@@ -244,8 +277,7 @@ impl Shard {
             };
             if let Err(error) = self.poll.poll(&mut events, Some(timeout)) {
                 if error.kind() != io::ErrorKind::Interrupted {
-                    tracing::error!(shard = self.index, %error, "poll failed; shard stops");
-                    break;
+                    fatal(self.index, &format!("cannot poll ({error})"));
                 }
             }
             let mut woken = more_commands;
@@ -300,7 +332,7 @@ impl Shard {
         }
         let keys: Vec<usize> = self.connections.iter().map(|(k, _)| k).collect();
         for key in keys {
-            self.remove(key);
+            self.remove(key, DropReason::ConnectionClosing);
         }
         tracing::debug!(shard = self.index, "shard stopped");
     }
@@ -328,7 +360,7 @@ impl Shard {
             } => {
                 let keys: Vec<usize> = match target {
                     CloseTarget::Connection(id) => self.lookup(id).into_iter().collect(),
-                    CloseTarget::User(user) => self.by_user.get(&user).cloned().unwrap_or_default(),
+                    CloseTarget::User(user) => self.indexes.user(&user).to_vec(),
                 };
                 for &key in &keys {
                     self.close(key, reason);
@@ -338,14 +370,12 @@ impl Shard {
             Command::List { user, reply } => {
                 let infos = match user {
                     Some(user) => self
-                        .by_user
-                        .get(&user)
-                        .map(|keys| {
-                            keys.iter()
-                                .map(|&k| ConnectionInfo::of(&self.connections[k]))
-                                .collect()
-                        })
-                        .unwrap_or_default(),
+                        .indexes
+                        .user(&user)
+                        .iter()
+                        .filter_map(|&k| self.connections.get(k))
+                        .map(ConnectionInfo::of)
+                        .collect(),
                     None => self
                         .connections
                         .iter()
@@ -390,7 +420,14 @@ impl Shard {
         let now = Instant::now();
         let now_ms = clock::unix_millis();
         let user = new.permit.user().clone();
-        entry.insert(Connection {
+        if self.settings.test_panic_user.as_deref() == Some(&*user) {
+            panic!("fault injected by --test-shard-panic-user");
+        }
+        // Deactivated after the HTTP side checked, with the deactivation's
+        // close already handled here: refuse it now. A deactivation after
+        // this check finds the connection in the index (commands are FIFO).
+        let deactivated = new.permit.user_inactive();
+        let conn = entry.insert(Connection {
             socket,
             ws: WebSocketContext::new(Role::Server, Some(self.ws_config)),
             id,
@@ -406,18 +443,19 @@ impl Shard {
             token_expires_at: new.claims.expires_at,
             messages_in: 0,
             messages_out: 0,
+            control_frames: 0,
             echo: new.echo,
             tls: new.tls,
         });
-        // Most users hold one connection: an exact-size list keeps the
-        // per-connection footprint down (the target is 2 KiB per idle connection).
-        self.by_user
-            .entry(user.clone())
-            .or_insert_with(|| Vec::with_capacity(1))
-            .push(key);
+        self.indexes.insert(key, conn);
         self.metrics.connection_opened();
         self.publish_stats();
         tracing::debug!(shard = self.index, connection = %id, user = %user, "connection registered");
+        if deactivated {
+            tracing::debug!(shard = self.index, connection = %id, "user deactivated during the upgrade");
+            self.close(key, CloseReason::Disconnected);
+            return;
+        }
         if !new.echo {
             let established = server::connection_established(&self.ids, &id.to_string(), &user);
             self.reply(key, established, OutKind::ConnectionEstablished);
@@ -433,7 +471,7 @@ impl Shard {
             .store(self.connections.len(), Ordering::Relaxed);
         self.stats
             .users
-            .store(self.by_user.len(), Ordering::Relaxed);
+            .store(self.indexes.users(), Ordering::Relaxed);
     }
 }
 
@@ -460,6 +498,8 @@ mod tests {
             cleanup_interval: Duration::from_secs(30),
             rate_limit_messages: 100,
             rate_limit_window: Duration::from_secs(60),
+            max_control_frames_per_second: 100,
+            test_panic_user: None,
         };
         assert_eq!(settings.tick(), Duration::from_millis(50));
     }

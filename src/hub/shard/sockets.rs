@@ -4,6 +4,7 @@
 //! `messages`.
 
 use std::io::{self, Read};
+use std::sync::Arc;
 use std::time::Instant;
 
 use tungstenite::Message;
@@ -11,7 +12,7 @@ use tungstenite::Message;
 use super::DeliveryReport;
 use super::{Shard, CLOSE_GRACE, READ_BUDGET};
 use crate::connection::outbound::{Chunk, Flushed};
-use crate::connection::{Connection, Phase};
+use crate::connection::Phase;
 use crate::metrics::DropReason;
 use crate::ws::io::BufferedIo;
 use crate::ws::CloseReason;
@@ -31,7 +32,7 @@ impl Shard {
             };
             match conn.socket.read(&mut scratch) {
                 Ok(0) => {
-                    self.remove(key);
+                    self.remove(key, DropReason::ConnectionClosing);
                     exhausted = false;
                     break;
                 }
@@ -47,8 +48,9 @@ impl Shard {
                     break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // A reset: whatever is still queued can no longer be written.
                 Err(_) => {
-                    self.remove(key);
+                    self.remove(key, DropReason::WriteFailed);
                     exhausted = false;
                     break;
                 }
@@ -82,7 +84,7 @@ impl Shard {
             .and_then(|c| c.tls.as_deref_mut())
         {
             if !input.is_empty() && tls.read_tls(&mut input).is_err() {
-                self.remove(key);
+                self.remove(key, DropReason::ConnectionClosing);
                 break;
             }
             if let Err(error) = tls.process_new_packets() {
@@ -99,7 +101,7 @@ impl Shard {
             match read {
                 // close_notify: the peer is done.
                 Ok(0) => {
-                    self.remove(key);
+                    self.remove(key, DropReason::ConnectionClosing);
                     break;
                 }
                 Ok(n) => self.process_input(key, &plain[..n]),
@@ -109,7 +111,7 @@ impl Shard {
                     }
                 }
                 Err(_) => {
-                    self.remove(key);
+                    self.remove(key, DropReason::ConnectionClosing);
                     break;
                 }
             }
@@ -120,35 +122,51 @@ impl Shard {
     /// Stops reading a connection whose transport failed and drops it once
     /// what is queued (a TLS alert, a close frame) has been written.
     pub(super) fn fail_transport(&mut self, key: usize) {
-        let Some(conn) = self.connections.get(key) else {
-            return;
-        };
-        if conn.is_open() {
-            self.unindex(key);
-        }
-        if let Some(conn) = self.connections.get_mut(key) {
-            conn.phase = Phase::Closing {
-                deadline: Instant::now() + CLOSE_GRACE,
-                drop_when_flushed: true,
-            };
-        }
+        self.leave_open(key, true);
         self.mark_dirty(key);
     }
 
-    /// Feeds socket bytes to the connection's tungstenite state machine.
-    pub(super) fn process_input(&mut self, key: usize, bytes: &[u8]) {
-        let now = Instant::now();
+    /// Takes a connection out of the indexes into `Phase::Closing` (the
+    /// one way out of `Open`, see `index`).
+    fn leave_open(&mut self, key: usize, drop_when_flushed: bool) {
         let Some(conn) = self.connections.get_mut(key) else {
             return;
         };
-        conn.last_seen = now;
+        let phase = Phase::Closing {
+            deadline: Instant::now() + CLOSE_GRACE,
+            drop_when_flushed,
+        };
+        self.indexes.close(key, conn, phase);
+        self.publish_stats();
+    }
+
+    /// Feeds socket bytes to the connection's tungstenite state machine.
+    /// Only complete frames count as activity: a client dribbling an
+    /// unfinished frame still reaches the 4000 timeout.
+    pub(super) fn process_input(&mut self, key: usize, bytes: &[u8]) {
+        let now = Instant::now();
+        let control_cap = self.settings.max_control_frames_per_second;
+        let Some(conn) = self.connections.get_mut(key) else {
+            return;
+        };
         let mut io = BufferedIo::new(bytes);
         let mut inbox = std::mem::take(&mut self.inbox);
         let mut failure = None;
         let mut peer_closed = false;
         loop {
-            match conn.ws.read(&mut io) {
+            let read = conn.ws.read(&mut io);
+            if read.is_ok() {
+                conn.last_seen = now;
+            }
+            match read {
                 Ok(Message::Close(_)) => peer_closed = true,
+                Ok(Message::Ping(_) | Message::Pong(_)) => {
+                    conn.control_frames = conn.control_frames.saturating_add(1);
+                    if control_cap != 0 && conn.control_frames > control_cap {
+                        failure = Some(CloseReason::RateLimitAbuse);
+                        break;
+                    }
+                }
                 Ok(message) => inbox.push(message),
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
@@ -169,12 +187,28 @@ impl Shard {
                 }
             }
         }
+        // tungstenite's pongs count against the queue budget like
+        // everything else, so a ping flood from a client that never reads
+        // is cut off here and not at the next heartbeat; the echo of the
+        // peer's close frame must go out whatever the budget.
+        let mut overflowed = false;
         if !io.output.is_empty() {
-            conn.outbound.push_unbounded(Chunk::from(io.output));
-            if !conn.dirty {
+            let control = Chunk::Control(Arc::from(io.output));
+            if peer_closed || !conn.is_open() {
+                conn.outbound.push_unbounded(control);
+            } else {
+                overflowed = conn
+                    .outbound
+                    .push(control, self.settings.max_queued_bytes)
+                    .is_err();
+            }
+            if !overflowed && !conn.dirty {
                 conn.dirty = true;
                 self.dirty.push(key);
             }
+        }
+        if overflowed {
+            self.close(key, CloseReason::SlowConsumer);
         }
         for message in inbox.drain(..) {
             self.handle_message(key, message, now);
@@ -208,7 +242,7 @@ impl Shard {
                 None => conn.outbound.flush(&mut conn.socket),
             };
             match flushed {
-                Err(_) => self.remove(key),
+                Err(_) => self.remove(key, DropReason::WriteFailed),
                 Ok(Flushed::All) => {
                     if let Phase::Closing {
                         drop_when_flushed: true,
@@ -217,7 +251,7 @@ impl Shard {
                     {
                         // FIN after the close frame, before the fd goes.
                         let _ = conn.socket.shutdown(std::net::Shutdown::Write);
-                        self.remove(key);
+                        self.remove(key, DropReason::ConnectionClosing);
                     }
                 }
                 Ok(Flushed::Partially) => {}
@@ -252,7 +286,16 @@ impl Shard {
         if !conn.is_open() {
             return;
         }
-        self.unindex(key);
+        // RFC 6455 §7.1.7: failing the connection on bad input means
+        // closing TCP once the close frame is out, not waiting for a
+        // peer that already misbehaves.
+        let drop_when_flushed = matches!(
+            reason,
+            CloseReason::ProtocolViolation
+                | CloseReason::InvalidPayload
+                | CloseReason::MessageTooBig
+        );
+        self.leave_open(key, drop_when_flushed);
         let conn = &mut self.connections[key];
         if reason == CloseReason::SlowConsumer {
             let dropped = conn.outbound.discard_unstarted();
@@ -261,61 +304,35 @@ impl Shard {
         }
         let mut io = BufferedIo::new(&[]);
         let _ = conn.ws.close(&mut io, Some(reason.frame()));
-        conn.outbound.push_unbounded(Chunk::from(io.output));
-        conn.phase = Phase::Closing {
-            deadline: Instant::now() + CLOSE_GRACE,
-            // RFC 6455 §7.1.7: failing the connection on bad input means
-            // closing TCP once the close frame is out, not waiting for a
-            // peer that already misbehaves.
-            drop_when_flushed: matches!(
-                reason,
-                CloseReason::ProtocolViolation
-                    | CloseReason::InvalidPayload
-                    | CloseReason::MessageTooBig
-            ),
-        };
+        conn.outbound
+            .push_unbounded(Chunk::Control(Arc::from(io.output)));
         tracing::debug!(shard = self.index, connection = %conn.id, code = reason.code(), reason = reason.label(), "closing");
         self.mark_dirty(key);
     }
 
     /// The client sent a close frame (tungstenite queued the echo).
     pub(super) fn peer_closed(&mut self, key: usize) {
-        let Some(conn) = self.connections.get(key) else {
-            return;
-        };
-        if conn.is_open() {
-            self.unindex(key);
-        }
-        let conn = &mut self.connections[key];
-        conn.phase = Phase::Closing {
-            deadline: Instant::now() + CLOSE_GRACE,
-            drop_when_flushed: true,
-        };
+        self.leave_open(key, true);
         self.mark_dirty(key);
     }
 
-    /// Takes an open connection out of the user and subscriber indexes.
-    pub(super) fn unindex(&mut self, key: usize) {
-        let conn = &self.connections[key];
-        for event in conn.subscriptions.iter() {
-            self.subscribers[event.index()].remove(&key);
-        }
-        let user = conn.user();
-        if let Some(keys) = self.by_user.get_mut(user) {
-            keys.retain(|&k| k != key);
-            if keys.is_empty() {
-                self.by_user.remove(user);
-            }
-        }
-        self.publish_stats();
+    /// A frame did not fit in `key`'s queue: it is counted as dropped with
+    /// the ones discarded, and the connection is closed with 4008.
+    pub(super) fn overflowed(&mut self, key: usize) {
+        self.metrics.dropped(DropReason::SlowConsumer, 1);
+        self.close(key, CloseReason::SlowConsumer);
     }
 
-    pub(super) fn remove(&mut self, key: usize) {
-        if self.connections.get(key).is_some_and(Connection::is_open) {
-            self.unindex(key);
-        }
+    /// Drops a connection; messages still queued for it are counted as
+    /// dropped for `reason`.
+    pub(super) fn remove(&mut self, key: usize, reason: DropReason) {
+        self.leave_open(key, true);
         if let Some(mut conn) = self.connections.try_remove(key) {
             let _ = self.poll.registry().deregister(&mut conn.socket);
+            let undelivered = conn.outbound.queued_messages();
+            if undelivered > 0 {
+                self.metrics.dropped(reason, undelivered as u64);
+            }
             self.metrics.connection_closed();
             tracing::debug!(shard = self.index, connection = %conn.id, "connection removed");
         }

@@ -5,8 +5,12 @@
 use std::time::{Duration, Instant};
 
 use super::{Drain, Shard, CLOSE_GRACE, DRAIN_STEP};
+
+/// The window of `--max-control-frames-per-second`.
+const CONTROL_WINDOW: Duration = Duration::from_secs(1);
 use crate::connection::outbound::Chunk;
 use crate::connection::Phase;
+use crate::metrics::DropReason;
 use crate::protocol::clock;
 use crate::ws::CloseReason;
 
@@ -18,8 +22,16 @@ impl Shard {
         let timeout = self.settings.connection_timeout;
         let heartbeat = self.settings.heartbeat_interval;
         let limit = self.settings.max_queued_bytes;
+        // The control frame cap is per second, in windows of this clock.
+        let new_control_window = now.duration_since(self.control_window_start) >= CONTROL_WINDOW;
+        if new_control_window {
+            self.control_window_start = now;
+        }
         let mut expired = std::mem::take(&mut self.expired);
         for (key, conn) in self.connections.iter_mut() {
+            if new_control_window {
+                conn.control_frames = 0;
+            }
             match conn.phase {
                 Phase::Closing { deadline, .. } => {
                     if now >= deadline {
@@ -35,7 +47,7 @@ impl Shard {
                         conn.last_ping = now;
                         if conn
                             .outbound
-                            .push(Chunk::Shared(self.ping.clone()), limit)
+                            .push(Chunk::Control(self.ping.clone()), limit)
                             .is_err()
                         {
                             expired.push((key, Some(CloseReason::SlowConsumer)));
@@ -50,7 +62,7 @@ impl Shard {
         for (key, reason) in expired.drain(..) {
             match reason {
                 Some(reason) => self.close(key, reason),
-                None => self.remove(key),
+                None => self.remove(key, DropReason::ConnectionClosing),
             }
         }
         self.expired = expired;
