@@ -77,6 +77,10 @@ pub struct ServeArgs {
     pub shards: Option<usize>,
     #[arg(long, env = "WSGATE_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Cluster mode: bytes of events waiting to be sent to Redis; past it,
+    /// events reach this node only (counted as dropped, `backplane_queue_full`).
+    #[arg(long, env = "WSGATE_BACKPLANE_QUEUE_BYTES", default_value_t = 32 << 20)]
+    pub backplane_queue_bytes: usize,
     #[arg(long, env = "WSGATE_NODE_ID")]
     pub node_id: Option<String>,
     #[arg(long, env = "WSGATE_WEBHOOK_URL")]
@@ -170,6 +174,8 @@ pub struct Config {
     pub timers: TimersConfig,
     pub shards: usize,
     pub redis_url: Option<String>,
+    /// Bound of the events waiting for Redis, in bytes.
+    pub backplane_queue_bytes: usize,
     pub node_id: String,
     pub webhook_url: Option<hyper::Uri>,
     pub log_format: LogFormat,
@@ -226,6 +232,12 @@ impl Config {
         if args.max_queued_bytes < args.max_message_size {
             return Err(ConfigError::new(
                 "--max-queued-bytes",
+                "must be at least --max-message-size",
+            ));
+        }
+        if args.backplane_queue_bytes < args.max_message_size {
+            return Err(ConfigError::new(
+                "--backplane-queue-bytes",
                 "must be at least --max-message-size",
             ));
         }
@@ -316,6 +328,7 @@ impl Config {
             },
             shards,
             redis_url,
+            backplane_queue_bytes: args.backplane_queue_bytes,
             node_id,
             webhook_url,
             log_format: args.log_format,
