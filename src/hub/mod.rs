@@ -9,8 +9,10 @@
 //!
 //! In cluster mode it hands each local publish to the [`Backplane`] once the
 //! shards have it (never awaiting the network), and other nodes' events
-//! come back in through [`Hub::deliver_remote`], which delivers on this
-//! node only and never republishes.
+//! come back in through [`Hub::deliver_remote`] (and
+//! [`Hub::deliver_remote_to_subscribed_user`] for `upload.cancelled`),
+//! which deliver on this node only, never republish, and drop (counted)
+//! what is over this node's `--max-message-size`.
 
 pub mod command;
 pub mod conn_id;

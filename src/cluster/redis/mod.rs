@@ -2,14 +2,14 @@
 //! keys, sets and hashes for the shared state.
 //!
 //! Owns the Redis connections and two tracked tasks: the **link** task
-//! ([`link`]: join, deliver, keep the lease and the node id claim alive,
-//! rejoin with backoff) and the **writer** task ([`writer`]: the outbound
-//! queues). [`slots`] holds the per-user admission script and the slot
-//! releases, [`claim`] the claim on `--node-id`.
+//! (`link`: join, deliver, keep the lease and the node id claim alive,
+//! rejoin with backoff) and the **writer** task (`writer`: the outbound
+//! queues). `slots` holds the per-user admission script and the slot
+//! releases, `claim` the claim on `--node-id`.
 //!
 //! Keys (`{lease}` is `<node-id>/<random>`, new at every join):
 //! - `wsgate:events`: the one pub/sub channel (see [`super::wire`]);
-//! - `wsgate:node-id:{node id}`: which process uses that node id (see [`claim`]);
+//! - `wsgate:node-id:{node id}`: which process uses that node id (see `claim`);
 //! - `wsgate:node:{lease}`: the node's lease, `SET .. PX <connection-timeout>`;
 //! - `wsgate:user:{user}:conns`: hash, one field `{lease}#{slot}` per live
 //!   connection; the admission script counts only fields whose lease key
