@@ -11,7 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::jwt::KeyError;
 use crate::auth::TokenVerifier;
-use crate::cluster::redis::RedisBackplane;
+use crate::cluster::redis::{NodeIdTaken, RedisBackplane, RedisSettings};
 use crate::cluster::{Backplane, LocalBackplane};
 use crate::config::Config;
 use crate::gateway::Gateway;
@@ -43,6 +43,8 @@ pub enum StartError {
     Redis(#[from] redis::RedisError),
     #[error(transparent)]
     Webhook(#[from] crate::webhook::WebhookError),
+    #[error(transparent)]
+    NodeIdTaken(#[from] NodeIdTaken),
 }
 
 /// A bound, ready gateway. `run` serves until the shutdown token fires.
@@ -96,12 +98,17 @@ impl Server {
         // Cluster mode: the Redis backplane links this node to the others;
         // otherwise a no-op, and nothing below runs any cluster code.
         let redis = match &config.redis_url {
-            Some(url) => Some(RedisBackplane::new(
-                url,
-                &config.node_id,
-                config.timers.connection_timeout,
-                metrics.clone(),
-            )?),
+            Some(url) => {
+                let settings = RedisSettings {
+                    url: url.clone(),
+                    node_id: config.node_id.clone(),
+                    lease_ttl: config.timers.connection_timeout,
+                    queue_bytes: config.backplane_queue_bytes,
+                };
+                let (redis, tasks) = RedisBackplane::new(&settings, metrics.clone())?;
+                redis.claim_node_id().await?;
+                Some((redis, tasks))
+            }
             None => None,
         };
         let backplane: Arc<dyn Backplane> = match &redis {

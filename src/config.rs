@@ -78,6 +78,10 @@ pub struct ServeArgs {
     pub shards: Option<usize>,
     #[arg(long, env = "WSGATE_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Cluster mode: bytes of events waiting to be sent to Redis; past it,
+    /// events reach this node only (counted as dropped, `backplane_queue_full`).
+    #[arg(long, env = "WSGATE_BACKPLANE_QUEUE_BYTES", default_value_t = 32 << 20)]
+    pub backplane_queue_bytes: usize,
     #[arg(long, env = "WSGATE_NODE_ID")]
     pub node_id: Option<String>,
     /// Where client requests for the backend (`upload.cancel`) are POSTed:
@@ -215,6 +219,8 @@ pub struct Config {
     pub timers: TimersConfig,
     pub shards: usize,
     pub redis_url: Option<String>,
+    /// Bound of the events waiting for Redis, in bytes.
+    pub backplane_queue_bytes: usize,
     pub node_id: String,
     pub webhook: Option<WebhookConfig>,
     pub log_format: LogFormat,
@@ -288,6 +294,12 @@ impl Config {
             return Err(ConfigError::new(
                 "--test-shard-panic-user",
                 "a test-only fault injection, refused unless --enable-test-faults is also given",
+            ));
+        }
+        if args.backplane_queue_bytes < args.max_message_size {
+            return Err(ConfigError::new(
+                "--backplane-queue-bytes",
+                "must be at least --max-message-size",
             ));
         }
         let shards = match args.shards {
@@ -366,6 +378,7 @@ impl Config {
             },
             shards,
             redis_url,
+            backplane_queue_bytes: args.backplane_queue_bytes,
             node_id,
             webhook,
             log_format: args.log_format,

@@ -127,14 +127,29 @@ pub enum DropReason {
     /// Messages still queued when the socket failed (a write error, or a
     /// reset seen first on read).
     WriteFailed,
+    /// An event not sent to the other nodes: the backplane link was down
+    /// (or Redis failed the publish).
+    BackplaneDown,
+    /// Events of another node this node never received (a gap in that
+    /// node's numbering, e.g. while this node's link was down).
+    BackplaneMissed,
+    /// An event not sent to the other nodes: the backplane's outbound
+    /// queue was full (entries or bytes).
+    BackplaneQueueFull,
+    /// An event from another node over this node's `--max-message-size`.
+    BackplaneOversize,
 }
-const DROP_LABELS: [&str; 6] = [
+const DROP_LABELS: [&str; 10] = [
     "rate_limited",
     "slow_consumer",
     "connection_closing",
     "webhook_queue_full",
     "webhook_failed",
     "write_failed",
+    "backplane_down",
+    "backplane_missed",
+    "backplane_queue_full",
+    "backplane_oversize",
 ];
 
 /// Upper bounds of the fan-out histogram buckets, in seconds.
@@ -257,8 +272,11 @@ impl Metrics {
     pub fn backplane_publish_error(&self) {
         self.backplane.publish_errors.fetch_add(1, Relaxed);
     }
-    pub fn backplane_dropped(&self) {
-        self.backplane.dropped.fetch_add(1, Relaxed);
+    /// Events not handed to the other nodes, also counted by reason in
+    /// `wsgate_messages_dropped_total`.
+    pub fn backplane_dropped(&self, reason: DropReason, count: u64) {
+        self.backplane.dropped.fetch_add(count, Relaxed);
+        self.dropped(reason, count);
     }
     pub fn backplane_malformed(&self) {
         self.backplane.malformed.fetch_add(1, Relaxed);
@@ -504,7 +522,7 @@ mod tests {
         m.backplane_enabled();
         m.backplane_up(true);
         m.backplane_published(Duration::from_millis(2));
-        m.backplane_dropped();
+        m.backplane_dropped(DropReason::BackplaneQueueFull, 1);
         let text = m.render();
         assert!(
             text.contains("wsgate_node_info{node_id=\"node-\\\"a\\\"\"} 1\n"),
@@ -513,6 +531,7 @@ mod tests {
         assert!(text.contains("wsgate_backplane_up 1\n"));
         assert!(text.contains("wsgate_backplane_published_total 1\n"));
         assert!(text.contains("wsgate_backplane_dropped_total 1\n"));
+        assert!(text.contains("wsgate_messages_dropped_total{reason=\"backplane_queue_full\"} 1\n"));
         assert!(text.contains("wsgate_backplane_publish_lag_seconds 0.002\n"));
         m.backplane_up(false);
         assert!(m.render().contains("wsgate_backplane_up 0\n"));

@@ -376,6 +376,8 @@ fn losing_redis_degrades_but_keeps_serving_then_recovers() {
     );
     assert_eq!(delivered, 1);
     expect_next(&mut a_client, "system.notification", &id);
+    // Not sent to the other nodes: counted by reason.
+    assert_eq!(dropped(a, "backplane_down"), 1.0, "{}", a.metrics());
     // A connection admitted while degraded (counted locally only).
     let _late = b.ws("late");
 
@@ -428,4 +430,293 @@ fn a_bad_redis_url_exits_2_naming_the_flag() {
     );
     assert_eq!(out.code, Some(2));
     assert!(out.stderr.contains("--redis-url"), "{}", out.stderr);
+}
+
+/// `wsgate_messages_dropped_total{reason}` of a node (0 when absent).
+fn dropped(node: &TestServer, reason: &str) -> f64 {
+    support::metrics::metric_sum(
+        &node.metrics(),
+        "wsgate_messages_dropped_total",
+        &[("reason", reason)],
+    )
+    .unwrap_or(0.0)
+}
+
+#[test]
+fn upload_cancelled_reaches_the_users_subscribed_connections_on_every_node() {
+    let cluster = Cluster::start(2, &[]);
+    let [a, b] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let mut sender = a.ws("uploader");
+    let mut on_b = b.ws("uploader");
+    let mut unsubscribed_b = b.ws("uploader");
+    let mut other_user_b = b.ws("someone-else");
+    for client in [&mut sender, &mut on_b, &mut other_user_b] {
+        client.subscribe(&["upload.cancelled"]);
+    }
+    sender.send_json(&json!({"type": "upload.cancel", "data": {"upload_id": "up-1"}}));
+    sender.recv_type("upload.cancel.acknowledged");
+    let local = sender.recv_type("upload.cancelled");
+    let expected = json!({"upload_id": "up-1", "connection_id": sender.connection_id()});
+    assert_eq!(local["data"], expected);
+    let id = local["id"].as_str().expect("id").to_string();
+    let remote = expect_next(&mut on_b, "upload.cancelled", &id);
+    assert_eq!(remote["data"], expected);
+    assert_eq!(remote["timestamp"], local["timestamp"]);
+    // Not subscribed, or another user: nothing (the barrier comes first).
+    barrier(a, &mut unsubscribed_b);
+    barrier(a, &mut other_user_b);
+    barrier(b, &mut on_b);
+}
+
+#[test]
+fn connection_ids_never_repeat_across_restarts_of_a_node() {
+    let args = ["--node-id", "restarted-node", "--shards", "1"];
+    let first = TestServer::start(&args);
+    let old_id = first.ws("same-user").connection_id();
+    let secret = random_string(32);
+    drop(first);
+    let second = TestServer::builder().secret(&secret).args(&args).start();
+    let new = second.ws("same-user");
+    assert_ne!(
+        new.connection_id(),
+        old_id,
+        "the restarted node handed out the same id"
+    );
+    second
+        .api_delete(&format!("/api/v1/connections/{old_id}"))
+        .expect_error(404, "NOT_FOUND");
+    assert!(second.connection_ids().contains(&new.connection_id()));
+}
+
+#[test]
+fn a_second_node_with_the_same_node_id_refuses_to_start() {
+    let cluster = Cluster::start(1, &["--connection-timeout", "3s"]);
+    let node_id = cluster.nodes[0].api_get("/api/v1/stats").json["node_id"]
+        .as_str()
+        .expect("node_id")
+        .to_string();
+    let url = cluster.redis.url();
+    let out = support::run_cli(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--jwt-secret",
+            "s",
+            "--redis-url",
+            &url,
+            "--node-id",
+            &node_id,
+            "--connection-timeout",
+            "3s",
+        ],
+        &[],
+        Duration::from_secs(15),
+    );
+    assert_eq!(out.code, Some(2), "stderr:\n{}", out.stderr);
+    let last = out.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("--node-id") && last.contains(&node_id),
+        "{}",
+        out.stderr
+    );
+    // The first node is untouched.
+    wait_joined(&cluster.nodes[0]);
+}
+
+/// What a node logs when its node id is claimed and it waits to see
+/// whether the holder is alive.
+const CLAIM_WAIT: &str = "claimed in Redis by another process";
+
+#[test]
+fn a_node_id_is_free_again_once_its_holder_died_or_left() {
+    let mut cluster = Cluster::start(1, &["--connection-timeout", "2s"]);
+    let secret = random_string(32);
+    let name = format!("reused-{}", random_string(4));
+    let extra = ["--connection-timeout", "2s"];
+    // Killed: its successor waits for the claim to expire, then joins.
+    let mut doomed = start_node(&cluster.redis, &secret, &name, &extra);
+    wait_joined(&doomed);
+    doomed.signal(libc::SIGKILL);
+    assert!(doomed.wait_exit(Duration::from_secs(5)).is_some());
+    let mut successor = start_node(&cluster.redis, &secret, &name, &extra);
+    wait_joined(&successor);
+    assert!(successor.stderr_contents().contains(CLAIM_WAIT));
+    // Left cleanly: the next one takes the id at once and both nodes of
+    // the cluster still exchange events.
+    assert!(successor.sigterm_and_wait().success());
+    let again = start_node(&cluster.redis, &secret, &name, &extra);
+    wait_joined(&again);
+    assert!(
+        !again.stderr_contents().contains(CLAIM_WAIT),
+        "a clean restart waited for the claim to expire"
+    );
+    let mut client = again.ws("x");
+    let other = cluster.nodes.remove(0);
+    let (id, _) = publish(
+        &other,
+        "/api/v1/events",
+        json!({"type": "file.ready", "data": {}, "users": ["x"]}),
+    );
+    expect_next(&mut client, "file.ready", &id);
+}
+
+#[test]
+fn a_failed_slot_release_is_retried() {
+    let cluster = Cluster::start(2, &["--max-connections-per-user", "1"]);
+    let [a, b] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let holder = a.ws("retry");
+    let key = "wsgate:user:retry:conns";
+    let saved = "wsgate:test:saved";
+    // Make the release's HDEL fail (WRONGTYPE), then put the field back.
+    assert!(cluster
+        .redis
+        .command(&format!("RENAME {key} {saved}"))
+        .is_some_and(|r| r.starts_with("+OK")));
+    cluster.redis.command(&format!("SET {key} not-a-hash"));
+    let errors = |node: &TestServer| {
+        support::metrics::metric_sum(
+            &node.metrics(),
+            "wsgate_backplane_publish_errors_total",
+            &[],
+        )
+        .unwrap_or(0.0)
+    };
+    let before = errors(a);
+    drop(holder);
+    assert!(
+        wait_until(CONVERGE, || errors(a) > before),
+        "the release never failed"
+    );
+    cluster.redis.command(&format!("DEL {key}"));
+    cluster.redis.command(&format!("RENAME {saved} {key}"));
+    assert!(
+        wait_until(CONVERGE, || WsClient::try_connect(
+            b.addr(),
+            TokenVia::Path,
+            &b.token("retry")
+        )
+        .is_ok()),
+        "the failed release was never retried: the user stays locked out"
+    );
+}
+
+#[test]
+fn an_event_over_the_receivers_max_message_size_is_dropped_and_counted() {
+    let redis = RedisServer::start();
+    let secret = random_string(32);
+    let a = start_node(&redis, &secret, &format!("big-{}", random_string(4)), &[]);
+    let b = start_node(
+        &redis,
+        &secret,
+        &format!("small-{}", random_string(4)),
+        &["--max-message-size", "1024"],
+    );
+    wait_joined(&a);
+    wait_joined(&b);
+    let mut client = b.ws("tiny");
+    let big = "x".repeat(4096);
+    publish(
+        &a,
+        "/api/v1/events",
+        json!({"type": "file.ready", "data": {"blob": big}, "users": ["tiny"]}),
+    );
+    assert!(
+        wait_until(CONVERGE, || dropped(&b, "backplane_oversize") == 1.0),
+        "{}",
+        b.metrics()
+    );
+    barrier(&a, &mut client);
+}
+
+#[test]
+fn a_full_backplane_queue_drops_by_bytes_and_counts() {
+    let cluster = Cluster::start(
+        2,
+        &[
+            "--max-message-size",
+            "2048",
+            "--backplane-queue-bytes",
+            "8192",
+            "--connection-timeout",
+            "60s",
+        ],
+    );
+    let [a, b] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let mut client = b.ws("far");
+    // Redis holds every write for a while: the writer's batch waits, the
+    // queue behind it fills up by bytes long before 8192 entries.
+    assert!(cluster
+        .redis
+        .command("CLIENT PAUSE 3000 WRITE")
+        .is_some_and(|r| r.starts_with("+OK")));
+    let blob = "y".repeat(1000);
+    for _ in 0..40 {
+        publish(
+            a,
+            "/api/v1/events",
+            json!({"type": "file.ready", "data": {"blob": blob}, "users": ["far"]}),
+        );
+    }
+    let full = dropped(a, "backplane_queue_full");
+    assert!(full >= 10.0, "{}", a.metrics());
+    cluster.redis.command("CLIENT UNPAUSE");
+    wait_joined(a);
+    // Whatever was queued got through or was counted; then it flows again.
+    let (id, _) = publish(
+        a,
+        "/api/v1/events",
+        json!({"type": "system.maintenance", "data": {}, "users": ["far"]}),
+    );
+    let delivered = client.recv_until(|m| m["id"] == id.as_str());
+    assert_eq!(delivered["type"], "system.maintenance");
+}
+
+#[test]
+fn a_node_cut_off_from_redis_counts_what_it_missed() {
+    let redis = RedisServer::start();
+    redis.command("ACL SETUSER cut on >pw ~* &* +@all");
+    let secret = random_string(32);
+    let a = start_node(&redis, &secret, &format!("pub-{}", random_string(4)), &[]);
+    let b = TestServer::builder()
+        .secret(&secret)
+        .args(&[
+            "--redis-url",
+            &format!("redis://cut:pw@127.0.0.1:{}/0", redis.port()),
+            "--node-id",
+            &format!("cut-{}", random_string(4)),
+        ])
+        .start();
+    wait_joined(&a);
+    wait_joined(&b);
+    let mut client = b.ws("far");
+    barrier(&a, &mut client);
+    // Only B loses Redis: its user is disabled and its connections killed.
+    redis.command("ACL SETUSER cut off");
+    redis.command("CLIENT KILL USER cut");
+    wait_degraded(&b);
+    for _ in 0..3 {
+        publish(
+            &a,
+            "/api/v1/events",
+            json!({"type": "file.ready", "data": {}, "users": ["far"]}),
+        );
+    }
+    assert_eq!(dropped(&a, "backplane_down"), 0.0, "A was up: it sent them");
+    redis.command("ACL SETUSER cut on");
+    wait_joined(&b);
+    // The next event from A shows B the gap of three.
+    let (id, _) = publish(
+        &a,
+        "/api/v1/events",
+        json!({"type": "system.maintenance", "data": {}, "users": ["far"]}),
+    );
+    expect_next(&mut client, "system.maintenance", &id);
+    assert_eq!(dropped(&b, "backplane_missed"), 3.0, "{}", b.metrics());
 }

@@ -63,6 +63,19 @@ pub trait Backplane: Send + Sync + 'static {
     /// the event is dropped for the other nodes and counted.
     fn publish(&self, event: &OutboundEvent<'_>);
 
+    /// Hands an event this node delivered to `user`'s connections
+    /// subscribed to it (`upload.cancelled`) to every other node, for that
+    /// user's subscribed connections there. Returns at once, like `publish`.
+    fn publish_to_subscribed_user(
+        &self,
+        _user: &str,
+        _id: &str,
+        _timestamp: &str,
+        _event: Event,
+        _data: &Value,
+    ) {
+    }
+
     fn state(&self) -> BackplaneState;
 
     /// Asks the node that owns `connection_id` (another node) to close it

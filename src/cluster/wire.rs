@@ -1,5 +1,8 @@
 //! The messages nodes exchange over the backplane's one pub/sub channel,
-//! as JSON: `{"v": 1, "node": "<sender>", "kind": "...", ...}`.
+//! as JSON: `{"v": 1, "node": "<sender>", "kind": "...", ...}`. Events
+//! also carry `"epoch"` (random per sender process) and `"seq"` (1, 2, ...
+//! within it), inserted by the sender's writer in publishing order, so a
+//! receiver can count the events it missed.
 //!
 //! Owns the format only: encoding borrows the publisher's data (no copy of
 //! the event), decoding yields owned values, and anything unknown or
@@ -73,6 +76,14 @@ pub enum Body {
         target: WireTarget,
         data: Value,
     },
+    /// An event for the connections of `user` subscribed to `event`.
+    SubscribedUser {
+        id: String,
+        timestamp: String,
+        event: String,
+        user: String,
+        data: Value,
+    },
     /// Close this user's connections with 4003 and refuse new ones.
     Deactivate {
         user: String,
@@ -97,6 +108,11 @@ pub enum Body {
 pub struct Message {
     pub v: u8,
     pub node: String,
+    /// The sender process's numbering of its events (0: not numbered).
+    #[serde(default)]
+    pub epoch: u64,
+    #[serde(default)]
+    pub seq: u64,
     #[serde(flatten)]
     pub body: Body,
 }
@@ -132,6 +148,13 @@ enum BodyRef<'a> {
         timestamp: &'a str,
         event: &'a str,
         target: TargetRef<'a>,
+        data: &'a Value,
+    },
+    SubscribedUser {
+        id: &'a str,
+        timestamp: &'a str,
+        event: &'a str,
+        user: &'a str,
         data: &'a Value,
     },
     Deactivate {
@@ -178,6 +201,42 @@ pub fn encode_publish(node: &str, event: &OutboundEvent<'_>) -> String {
             data: event.data,
         },
     )
+}
+
+pub fn encode_subscribed_user(
+    node: &str,
+    user: &str,
+    id: &str,
+    timestamp: &str,
+    event: Event,
+    data: &Value,
+) -> String {
+    encode(
+        node,
+        BodyRef::SubscribedUser {
+            id,
+            timestamp,
+            event: event.as_str(),
+            user,
+            data,
+        },
+    )
+}
+
+/// How every message `node` sends starts: `{"v":1,"node":"<node>",`.
+pub fn header_prefix(node: &str) -> String {
+    let mut prefix = format!("{{\"v\":{VERSION},\"node\":");
+    prefix.push_str(&serde_json::to_string(node).unwrap_or_default());
+    prefix.push(',');
+    prefix
+}
+
+/// `payload` (starting with `prefix`, see [`header_prefix`]) with the
+/// sender's event numbering inserted after the header; `None` when the
+/// payload does not start with `prefix`.
+pub fn sequenced(prefix: &str, payload: &str, epoch: u64, seq: u64) -> Option<String> {
+    let rest = payload.strip_prefix(prefix)?;
+    Some(format!("{prefix}\"epoch\":{epoch},\"seq\":{seq},{rest}"))
 }
 
 pub fn encode_deactivate(node: &str, user: &str) -> String {
@@ -248,6 +307,38 @@ mod tests {
         assert_eq!(event(&name).expect("known"), Event::ReviewUpdated);
         assert_eq!(Target::from(wire_target), target);
         assert_eq!(decoded, data);
+    }
+
+    #[test]
+    fn numbered_events_round_trip_and_keep_the_echo_prefix() {
+        let data = json!({"upload_id": "u", "connection_id": "c"});
+        let text = encode_subscribed_user(
+            "node-\"a\"",
+            "u1",
+            "msg_1",
+            "t",
+            Event::UploadCancelled,
+            &data,
+        );
+        let prefix = header_prefix("node-\"a\"");
+        assert!(text.starts_with(&prefix), "{text}");
+        let numbered = sequenced(&prefix, &text, 77, 5).expect("prefix matches");
+        assert!(numbered.starts_with(&prefix));
+        let message = Message::decode(numbered.as_bytes()).expect("decodes");
+        assert_eq!((message.epoch, message.seq), (77, 5));
+        assert_eq!(
+            message.body,
+            Body::SubscribedUser {
+                id: "msg_1".into(),
+                timestamp: "t".into(),
+                event: "upload.cancelled".into(),
+                user: "u1".into(),
+                data,
+            }
+        );
+        assert_eq!(sequenced("{\"v\":1,\"node\":\"b\",", &text, 1, 1), None);
+        let unnumbered = Message::decode(text.as_bytes()).expect("decodes");
+        assert_eq!((unnumbered.epoch, unnumbered.seq), (0, 0));
     }
 
     #[test]

@@ -2,13 +2,19 @@
 //!
 //! The generation makes a reused slab slot a different id, so a message
 //! addressed to a closed connection can never reach the next occupant of
-//! its slot. The node tag (a hash of `--node-id`) makes ids from different
-//! nodes of a cluster different, so a `connections: [...]` target reaches
-//! only the node that owns each id: every other node's shards compare the
-//! whole id and miss. The public `connection_id` string is
-//! `c` + 8 hex digits of node tag + 16 hex digits of the rest.
+//! its slot. The node tag (a hash of `--node-id` and of a random
+//! per-process nonce) makes ids from different nodes of a cluster
+//! different, so a `connections: [...]` target reaches only the node that
+//! owns each id, and makes ids from different runs of the same node
+//! different, so a backend holding an id from before a restart can never
+//! reach whoever gets that slot after it. The public `connection_id`
+//! string is `c` + 8 hex digits of node tag + 16 hex digits of the rest.
+//!
+//! It must not be used to recognise a node across restarts: the tag is
+//! only stable within one process.
 
 use std::fmt;
+use std::sync::LazyLock;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId {
@@ -20,11 +26,22 @@ const GENERATION_BITS: u32 = 24;
 const GENERATION_MASK: u32 = (1 << GENERATION_BITS) - 1;
 const PUBLIC_LEN: usize = 1 + 8 + 16;
 
-/// The tag of a node id in connection ids: 32-bit FNV-1a of its bytes.
+/// Drawn once per process: a restarted node gets a new tag.
+static PROCESS_NONCE: LazyLock<u64> = LazyLock::new(rand::random);
+
+/// The tag of a node id in this process's connection ids: 32-bit FNV-1a
+/// of the id's bytes, then of the process nonce.
 pub fn node_tag(node_id: &str) -> u32 {
-    node_id.bytes().fold(0x811c_9dc5u32, |hash, byte| {
-        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
-    })
+    tag_with_nonce(node_id, *PROCESS_NONCE)
+}
+
+fn tag_with_nonce(node_id: &str, nonce: u64) -> u32 {
+    node_id
+        .bytes()
+        .chain(nonce.to_le_bytes())
+        .fold(0x811c_9dc5u32, |hash, byte| {
+            (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+        })
 }
 
 impl ConnId {
@@ -100,8 +117,10 @@ mod tests {
     }
 
     #[test]
-    fn node_tags_differ_per_node() {
+    fn node_tags_differ_per_node_and_per_process() {
         assert_ne!(node_tag("node-a"), node_tag("node-b"));
         assert_eq!(node_tag("x"), node_tag("x"));
+        // Another process (another nonce) with the same --node-id.
+        assert_ne!(tag_with_nonce("x", 1), tag_with_nonce("x", 2));
     }
 }

@@ -9,8 +9,10 @@
 //!
 //! In cluster mode it hands each local publish to the [`Backplane`] once the
 //! shards have it (never awaiting the network), and other nodes' events
-//! come back in through [`Hub::deliver_remote`], which delivers on this
-//! node only and never republishes.
+//! come back in through [`Hub::deliver_remote`] (and
+//! [`Hub::deliver_remote_to_subscribed_user`] for `upload.cancelled`),
+//! which deliver on this node only, never republish, and drop (counted)
+//! what is over this node's `--max-message-size`.
 
 pub mod command;
 pub mod conn_id;
@@ -28,7 +30,7 @@ use tokio::sync::oneshot;
 
 use crate::cluster::{Backplane, OutboundEvent};
 use crate::connection::ConnectionInfo;
-use crate::metrics::{Metrics, OutKind};
+use crate::metrics::{DropReason, Metrics, OutKind};
 use crate::protocol::envelope::encode_as;
 use crate::protocol::{clock, Event, MessageIds};
 use crate::webhook::WebhookQueue;
@@ -136,6 +138,7 @@ impl Hub {
                 settings.clone(),
                 metrics.clone(),
                 webhook.clone(),
+                backplane.clone(),
             )?;
             shards.push(handle);
             threads.push(thread);
@@ -263,21 +266,83 @@ impl Hub {
         data: &Value,
         target: &Target,
     ) -> Result<usize, ShardGone> {
-        let message = encode_as(id, timestamp, event.as_str(), data);
-        let frame: Arc<[u8]> = Arc::from(message.frame);
+        let Some(frame) = self.remote_frame(id, timestamp, event, data) else {
+            return Ok(0);
+        };
         let per_shard = self.split_target(event, target);
         let shards = per_shard.len();
         for (index, shard_target) in per_shard {
-            self.shards[index]
-                .send(Command::Deliver(Delivery {
-                    target: shard_target,
-                    frame: frame.clone(),
-                    kind: OutKind::Event(event),
-                    report: None,
-                }))
+            self.deliver_unreported(index, shard_target, frame.clone(), event)
                 .await?;
         }
         Ok(shards)
+    }
+
+    /// Delivers another node's event to `user`'s connections here that are
+    /// subscribed to it (how `upload.cancelled` reaches a user's other
+    /// nodes). Returns how many connections it was handed to.
+    pub async fn deliver_remote_to_subscribed_user(
+        &self,
+        id: String,
+        timestamp: &str,
+        event: Event,
+        data: &Value,
+        user: &str,
+    ) -> Result<usize, ShardGone> {
+        let Some(frame) = self.remote_frame(id, timestamp, event, data) else {
+            return Ok(0);
+        };
+        let connections: Vec<ConnId> = self
+            .connections(Some(user))
+            .await?
+            .iter()
+            .filter(|c| c.subscriptions.contains(&event.as_str()))
+            .filter_map(|c| ConnId::parse(&c.connection_id))
+            .collect();
+        let count = connections.len();
+        if count > 0 {
+            let target = ShardTarget::Selected {
+                users: Vec::new(),
+                connections,
+            };
+            self.deliver_unreported(self.shard_of(user), target, frame, event)
+                .await?;
+        }
+        Ok(count)
+    }
+
+    /// Frames another node's event, or drops it (counted) when it is over
+    /// this node's `--max-message-size`: nodes may be configured apart.
+    fn remote_frame(
+        &self,
+        id: String,
+        timestamp: &str,
+        event: Event,
+        data: &Value,
+    ) -> Option<Arc<[u8]>> {
+        let message = encode_as(id, timestamp, event.as_str(), data);
+        if frame::payload_len(&message.frame) > self.max_message_size {
+            self.metrics.dropped(DropReason::BackplaneOversize, 1);
+            return None;
+        }
+        Some(Arc::from(message.frame))
+    }
+
+    async fn deliver_unreported(
+        &self,
+        shard: usize,
+        target: ShardTarget,
+        frame: Arc<[u8]>,
+        event: Event,
+    ) -> Result<(), ShardGone> {
+        self.shards[shard]
+            .send(Command::Deliver(Delivery {
+                target,
+                frame,
+                kind: OutKind::Event(event),
+                report: None,
+            }))
+            .await
     }
 
     /// Which shards a target touches, and what each must do.

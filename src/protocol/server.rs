@@ -90,9 +90,14 @@ pub fn upload_cancel_acknowledged(
     )
 }
 
-pub fn upload_cancelled(ids: &MessageIds, upload_id: &str, connection_id: &str) -> EncodedMessage {
-    let data = json!({"upload_id": upload_id, "connection_id": connection_id});
-    encode(ids, "upload.cancelled", &data, None)
+/// `upload.cancelled` data: kept apart from the frame, since the same data
+/// goes to the user's other nodes of a cluster.
+pub fn upload_cancelled_data(upload_id: &str, connection_id: &str) -> Value {
+    json!({"upload_id": upload_id, "connection_id": connection_id})
+}
+
+pub fn upload_cancelled(ids: &MessageIds, data: &Value, timestamp: &str) -> EncodedMessage {
+    encode_at(ids, "upload.cancelled", data, None, timestamp)
 }
 
 pub fn error(ids: &MessageIds, error: &ProtocolError, reply_to: Option<&Value>) -> EncodedMessage {

@@ -147,7 +147,16 @@ impl Shard {
         upload: &CancelledUpload,
     ) {
         let connection_id = self.connections[key].id.to_string();
-        let message = server::upload_cancelled(&self.ids, &upload.upload_id, &connection_id);
+        let timestamp = clock::now_rfc3339();
+        let data = server::upload_cancelled_data(&upload.upload_id, &connection_id);
+        let message = server::upload_cancelled(&self.ids, &data, &timestamp);
+        self.backplane.publish_to_subscribed_user(
+            user,
+            &message.id,
+            &timestamp,
+            Event::UploadCancelled,
+            &data,
+        );
         let frame: Arc<[u8]> = Arc::from(message.frame);
         let mut overflowed = Vec::new();
         let mut delivered = 0;

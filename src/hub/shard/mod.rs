@@ -23,6 +23,7 @@ use tungstenite::Message;
 
 use super::command::{CloseTarget, Command, DeliveryReport, NewConnection};
 use super::conn_id::ConnId;
+use crate::cluster::Backplane;
 use crate::connection::outbound::Chunk;
 use crate::connection::{Connection, ConnectionInfo, Outbound, Phase};
 use crate::limits::RateLimiter;
@@ -129,6 +130,7 @@ pub fn spawn(
     settings: ShardSettings,
     metrics: Arc<Metrics>,
     webhook: Option<WebhookQueue>,
+    backplane: Arc<dyn Backplane>,
 ) -> io::Result<(ShardHandle, std::thread::JoinHandle<()>)> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -147,6 +149,7 @@ pub fn spawn(
         ids: MessageIds::new(),
         metrics,
         webhook,
+        backplane,
         stats: stats.clone(),
         generation: 0,
         scratch: vec![0; SCRATCH_SIZE],
@@ -205,6 +208,8 @@ struct Shard {
     ids: MessageIds,
     metrics: Arc<Metrics>,
     webhook: Option<WebhookQueue>,
+    /// Where `upload.cancelled` goes for the user's other nodes.
+    backplane: Arc<dyn Backplane>,
     stats: Arc<ShardStats>,
     generation: u32,
     /// Socket reads land here; reused across connections.
