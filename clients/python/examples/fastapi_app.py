@@ -20,9 +20,10 @@ from __future__ import annotations
 import hmac
 import json
 import os
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 

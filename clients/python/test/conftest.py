@@ -16,9 +16,10 @@ import subprocess
 import tempfile
 import threading
 import uuid
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import websockets
@@ -83,9 +84,7 @@ def start_server(*args: str, api_key: str | None = None) -> Server:
     command = [str(BIN), "serve", "--listen", "127.0.0.1:0", "--jwt-secret", secret]
     if key:
         command += ["--api-key", key]
-    process = subprocess.Popen(
-        [*command, *args], stdout=subprocess.PIPE, stderr=err, env=env, text=True
-    )
+    process = subprocess.Popen([*command, *args], stdout=subprocess.PIPE, stderr=err, env=env, text=True)
     err.close()
     lines: queue.Queue[str | None] = queue.Queue()
 

@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import pytest
 import websockets
+from conftest import RECV_TIMEOUT, Server, connect, new_user
 
 import wsgate
-from conftest import RECV_TIMEOUT, Server, connect, new_user
 
 
 def assert_envelope(message: dict[str, Any], type: str, published: wsgate.Published) -> None:

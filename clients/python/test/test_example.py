@@ -14,14 +14,15 @@ import socket
 import subprocess
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import uvicorn
 import websockets
+from conftest import BIN, RECV_TIMEOUT, Server, Ws, new_user
 from fastapi.testclient import TestClient
 
-from conftest import BIN, RECV_TIMEOUT, Server, Ws, new_user
 from examples.fastapi_app import Settings, create_app
 
 WEBHOOK_SECRET = "whsec-example-0123456789abcdef"

@@ -8,8 +8,6 @@ import ast
 import difflib
 import re
 
-
-import wsgate
 from conftest import REPO
 from test_seed import (
     assert_seed_message,
@@ -17,6 +15,8 @@ from test_seed import (
     seed_review_updated,
     seed_system_notification,
 )
+
+import wsgate
 
 GUIDE = REPO / "docs" / "MIGRATING.md"
 

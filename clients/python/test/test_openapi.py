@@ -15,22 +15,21 @@ import http.server
 import json
 import queue
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
 import websockets.sync.client
 import yaml
+from conftest import RECV_TIMEOUT, REPO, Server, new_user
 from openapi_core import OpenAPI
 from openapi_core.datatypes import RequestParameters
 from openapi_spec_validator import validate as validate_spec
-from werkzeug.datastructures import Headers, ImmutableMultiDict
-
-from conftest import REPO, RECV_TIMEOUT, Server, new_user
 from routes import served_routes
+from werkzeug.datastructures import Headers, ImmutableMultiDict
 
 SPEC_PATH = REPO / "docs" / "openapi.yaml"
 METHODS = {"get", "post", "put", "patch", "delete", "head", "options"}
@@ -173,9 +172,7 @@ class Checker:
 
     def upgrade(self, server: Server, template: str, path: str, **kwargs: Any) -> None:
         """A real WebSocket handshake; validates the 101."""
-        with websockets.sync.client.connect(
-            server.ws_url + path, open_timeout=RECV_TIMEOUT, **kwargs
-        ) as ws:
+        with websockets.sync.client.connect(server.ws_url + path, open_timeout=RECV_TIMEOUT, **kwargs) as ws:
             ws.recv(timeout=RECV_TIMEOUT)
             request, response = ws.request, ws.response
         assert request is not None and response is not None
@@ -226,9 +223,7 @@ def test_every_served_route_is_documented_and_every_documented_path_served():
         for method in item
         if method in METHODS
     }
-    undocumented = {
-        (m, p) for m, p in served if not any(_covers(m, p, d) for d in documented)
-    }
+    undocumented = {(m, p) for m, p in served if not any(_covers(m, p, d) for d in documented)}
     assert not undocumented, f"served but not in docs/openapi.yaml: {sorted(undocumented)}"
     unserved = {d for d in documented if not any(_covers(m, p, d) for m, p in served)}
     assert not unserved, f"documented but not served: {sorted(unserved)}"
@@ -274,29 +269,106 @@ def test_every_documented_answer_is_what_the_server_answers(openapi, server, ser
         ws_conn.recv(timeout=RECV_TIMEOUT)
 
         events = "/api/v1/events"
-        c.http(server, "POST", events, json={"type": "upload.progress", "data": {"p": 1}, "users": [user]}, expect=200)
+        c.http(
+            server,
+            "POST",
+            events,
+            json={"type": "upload.progress", "data": {"p": 1}, "users": [user]},
+            expect=200,
+        )
         c.http(server, "POST", events, json={"type": "review.created", "all": True}, expect=200)
         c.http(server, "POST", events, json={"type": "nope"}, expect=400, valid_request=False)
-        c.http(server, "POST", events, json={"type": "upload.progress"}, expect=401, key=None, valid_request=False)
-        c.http(server, "POST", events, json={"type": "upload.progress", "data": big, "users": [user]}, expect=413)
+        c.http(
+            server,
+            "POST",
+            events,
+            json={"type": "upload.progress"},
+            expect=401,
+            key=None,
+            valid_request=False,
+        )
+        c.http(
+            server, "POST", events, json={"type": "upload.progress", "data": big, "users": [user]}, expect=413
+        )
 
         notes = "/api/v1/notifications"
-        c.http(server, "POST", notes, json={"message": "hi", "level": "warning", "users": [user], "x": 1}, expect=200)
+        c.http(
+            server,
+            "POST",
+            notes,
+            json={"message": "hi", "level": "warning", "users": [user], "x": 1},
+            expect=200,
+        )
         c.http(server, "POST", notes, json={"message": 5}, expect=400, valid_request=False)
         c.http(server, "POST", notes, json={"message": "hi"}, expect=401, key="wrong", valid_request=False)
         c.http(server, "POST", notes, json={"message": big, "users": [user]}, expect=413)
 
         review = "/api/v1/reviews/{review_id}/updated"
         c.http(server, "POST", review, "/api/v1/reviews/r1/updated", json={"changes": {"a": 1}}, expect=200)
-        c.http(server, "POST", review, "/api/v1/reviews/r1/updated", json={"changes": []}, expect=400, valid_request=False)
-        c.http(server, "POST", review, "/api/v1/reviews/r1/updated", json={}, expect=401, key=None, valid_request=False)
-        c.http(server, "POST", review, "/api/v1/reviews/r1/updated", json={"changes": {"a": big}, "users": [user]}, expect=413)
+        c.http(
+            server,
+            "POST",
+            review,
+            "/api/v1/reviews/r1/updated",
+            json={"changes": []},
+            expect=400,
+            valid_request=False,
+        )
+        c.http(
+            server,
+            "POST",
+            review,
+            "/api/v1/reviews/r1/updated",
+            json={},
+            expect=401,
+            key=None,
+            valid_request=False,
+        )
+        c.http(
+            server,
+            "POST",
+            review,
+            "/api/v1/reviews/r1/updated",
+            json={"changes": {"a": big}, "users": [user]},
+            expect=413,
+        )
 
         files = "/api/v1/files/{file_id}/status"
-        c.http(server, "POST", files, "/api/v1/files/f1/status", json={"user_id": user, "status": "processing", "progress": 5}, expect=200)
-        c.http(server, "POST", files, "/api/v1/files/f1/status", content=b"not json", expect=400, valid_request=False)
-        c.http(server, "POST", files, "/api/v1/files/f1/status", json={}, expect=401, key=None, valid_request=False)
-        c.http(server, "POST", files, "/api/v1/files/f1/status", json={"user_id": user, "status": big}, expect=413)
+        c.http(
+            server,
+            "POST",
+            files,
+            "/api/v1/files/f1/status",
+            json={"user_id": user, "status": "processing", "progress": 5},
+            expect=200,
+        )
+        c.http(
+            server,
+            "POST",
+            files,
+            "/api/v1/files/f1/status",
+            content=b"not json",
+            expect=400,
+            valid_request=False,
+        )
+        c.http(
+            server,
+            "POST",
+            files,
+            "/api/v1/files/f1/status",
+            json={},
+            expect=401,
+            key=None,
+            valid_request=False,
+        )
+        c.http(
+            server,
+            "POST",
+            files,
+            "/api/v1/files/f1/status",
+            json={"user_id": user, "status": big},
+            expect=413,
+        )
 
         c.http(server, "GET", "/api/v1/stats", expect=200)
         c.http(server, "GET", "/api/v1/stats", expect=401, key=None, valid_request=False)
@@ -316,13 +388,28 @@ def test_every_documented_answer_is_what_the_server_answers(openapi, server, ser
     for action in ("deactivate", "activate"):
         template = f"/api/v1/users/{{user_id}}/{action}"
         c.http(server, "POST", template, f"/api/v1/users/{user}/{action}", expect=204)
-        c.http(server, "POST", template, f"/api/v1/users/{user}/{action}", expect=401, key=None, valid_request=False)
+        c.http(
+            server,
+            "POST",
+            template,
+            f"/api/v1/users/{user}/{action}",
+            expect=401,
+            key=None,
+            valid_request=False,
+        )
 
     # The WebSocket endpoints: each token form, then each refusal.
     c.upgrade(server, "/api/v1/ws/{token}", f"/api/v1/ws/{server.token(new_user())}")
     c.upgrade(server, "/api/v1/ws", f"/api/v1/ws?token={server.token(new_user())}")
-    c.upgrade(server, "/api/v1/ws", "/api/v1/ws", subprotocols=["wsgate.v1", f"bearer.{server.token(new_user())}"])
-    c.upgrade(server, "/api/v1/ws", "/api/v1/ws", additional_headers={"authorization": f"Bearer {server.token(new_user())}"})
+    c.upgrade(
+        server, "/api/v1/ws", "/api/v1/ws", subprotocols=["wsgate.v1", f"bearer.{server.token(new_user())}"]
+    )
+    c.upgrade(
+        server,
+        "/api/v1/ws",
+        "/api/v1/ws",
+        additional_headers={"authorization": f"Bearer {server.token(new_user())}"},
+    )
     for template, path in (
         ("/api/v1/ws", f"/api/v1/ws?token={server.token(new_user())}"),
         ("/api/v1/ws/{token}", f"/api/v1/ws/{server.token(new_user())}"),
@@ -334,12 +421,46 @@ def test_every_documented_answer_is_what_the_server_answers(openapi, server, ser
     holder = new_user()
     with websockets.sync.client.connect(f"{limited.ws_url}/api/v1/ws/{limited.token(holder)}") as first:
         first.recv(timeout=RECV_TIMEOUT)
-        c.http(limited, "GET", "/api/v1/ws", f"/api/v1/ws?token={limited.token(holder)}", expect=429, key=None, headers=UPGRADE)
-        c.http(limited, "GET", "/api/v1/ws/{token}", f"/api/v1/ws/{limited.token(holder)}", expect=429, key=None, headers=UPGRADE)
-        with websockets.sync.client.connect(f"{limited.ws_url}/api/v1/ws/{limited.token(new_user())}") as second:
+        c.http(
+            limited,
+            "GET",
+            "/api/v1/ws",
+            f"/api/v1/ws?token={limited.token(holder)}",
+            expect=429,
+            key=None,
+            headers=UPGRADE,
+        )
+        c.http(
+            limited,
+            "GET",
+            "/api/v1/ws/{token}",
+            f"/api/v1/ws/{limited.token(holder)}",
+            expect=429,
+            key=None,
+            headers=UPGRADE,
+        )
+        with websockets.sync.client.connect(
+            f"{limited.ws_url}/api/v1/ws/{limited.token(new_user())}"
+        ) as second:
             second.recv(timeout=RECV_TIMEOUT)
-            c.http(limited, "GET", "/api/v1/ws", f"/api/v1/ws?token={limited.token(new_user())}", expect=503, key=None, headers=UPGRADE)
-            c.http(limited, "GET", "/api/v1/ws/{token}", f"/api/v1/ws/{limited.token(new_user())}", expect=503, key=None, headers=UPGRADE)
+            c.http(
+                limited,
+                "GET",
+                "/api/v1/ws",
+                f"/api/v1/ws?token={limited.token(new_user())}",
+                expect=503,
+                key=None,
+                headers=UPGRADE,
+            )
+            c.http(
+                limited,
+                "GET",
+                "/api/v1/ws/{token}",
+                f"/api/v1/ws/{limited.token(new_user())}",
+                expect=503,
+                key=None,
+                headers=UPGRADE,
+            )
 
     echo = server_factory("--conformance-echo", "--max-connections", "1")
     c.http(server, "GET", "/conformance/echo", expect=404, key=None, headers=UPGRADE)
@@ -352,7 +473,14 @@ def test_every_documented_answer_is_what_the_server_answers(openapi, server, ser
 
     c.http(server, "GET", "/health", expect=200, key=None)
     c.http(server, "GET", "/metrics", expect=200, key=None)
-    for page in ("/console", "/console/", "/console/index.html", "/console/console.js", "/console/wsgate.js", "/console/console.css"):
+    for page in (
+        "/console",
+        "/console/",
+        "/console/index.html",
+        "/console/console.js",
+        "/console/wsgate.js",
+        "/console/console.css",
+    ):
         c.http(server, "GET", page, expect=200, key=None)
 
     assert not c.failures, "\n".join(c.failures)

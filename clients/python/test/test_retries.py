@@ -11,7 +11,8 @@ from __future__ import annotations
 import socket
 import socketserver
 import threading
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -137,4 +138,3 @@ def test_a_refused_connection_is_retried_even_for_publishes():
         with pytest.raises(wsgate.TransportError):
             client.publish_to_all("system.notification", {})
     assert len(attempts) == RETRIES + 1
-

@@ -10,13 +10,14 @@ the same type, the same data members and values, the same targets.
 from __future__ import annotations
 
 import inspect
+from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
+from conftest import new_user
 
 import wsgate
-from conftest import new_user
 
 
 def seed_system_notification(message: str, level: str = "info", **kwargs: Any) -> dict[str, Any]:
@@ -33,9 +34,7 @@ def seed_review_updated(review_id: str, changes: dict[str, Any]) -> dict[str, An
     }
 
 
-def seed_file_processing_status(
-    file_id: str, status: str, progress: int | None = None
-) -> dict[str, Any]:
+def seed_file_processing_status(file_id: str, status: str, progress: int | None = None) -> dict[str, Any]:
     data: dict[str, Any] = {"file_id": file_id, "status": status, "timestamp": "*"}
     if progress is not None:
         data["progress"] = progress
@@ -113,9 +112,7 @@ async def test_system_notification_default_level_and_kwargs(server_factory, clie
 
     await wsgate.broadcast_system_notification("hello", action_url="/x", ttl=5)
 
-    assert_seed_message(
-        await ws.recv(), seed_system_notification("hello", "info", action_url="/x", ttl=5)
-    )
+    assert_seed_message(await ws.recv(), seed_system_notification("hello", "info", action_url="/x", ttl=5))
 
 
 async def test_system_notification_to_target_users_only(server_factory, clients, seed_env):
@@ -194,9 +191,7 @@ async def test_file_processing_status_to_the_user(server_factory, clients, seed_
     )
 
     assert published.delivered == 1
-    assert_seed_message(
-        await mine.recv(), seed_file_processing_status("file_456", status, progress)
-    )
+    assert_seed_message(await mine.recv(), seed_file_processing_status("file_456", status, progress))
     await other.assert_nothing_pending()
 
 

@@ -12,9 +12,9 @@ from datetime import timedelta
 
 import pytest
 import websockets
+from conftest import connect, new_user
 
 import wsgate
-from conftest import connect, new_user
 
 SECRET = "whsec-test-0123456789"
 BODY = json.dumps(
@@ -78,7 +78,9 @@ def test_key_from_the_environment(monkeypatch):
     monkeypatch.setenv("WSGATE_JWT_SECRET", "from-env-0123456789abcdef0123456789")
     import jwt
 
-    claims = jwt.decode(wsgate.mint_token("u1", ttl=10), "from-env-0123456789abcdef0123456789", algorithms=["HS256"])
+    claims = jwt.decode(
+        wsgate.mint_token("u1", ttl=10), "from-env-0123456789abcdef0123456789", algorithms=["HS256"]
+    )
     assert claims["sub"] == "u1" and claims["exp"] - claims["iat"] == 10
 
 
@@ -113,7 +115,12 @@ def test_any_of_several_v1_signatures_may_match():
         (f"t=soon,v1={reference_signature(SECRET, NOW, BODY)}", BODY, NOW, "exactly one t="),
         ("garbage", BODY, NOW, "malformed"),
         # A body changed by one byte.
-        (f"t={NOW},v1={reference_signature(SECRET, NOW, BODY)}", BODY.replace(b"up-9", b"up-8"), NOW, "does not match"),
+        (
+            f"t={NOW},v1={reference_signature(SECRET, NOW, BODY)}",
+            BODY.replace(b"up-9", b"up-8"),
+            NOW,
+            "does not match",
+        ),
         # Signed with another secret.
         (f"t={NOW},v1={reference_signature('other', NOW, BODY)}", BODY, NOW, "does not match"),
         # The signature of another timestamp (t is covered by the MAC).

@@ -23,8 +23,9 @@ import asyncio
 import os
 import random
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, Mapping, Sequence, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -171,9 +172,7 @@ class _Calls:
         return _Call("POST", path, _published, body)
 
     def _stats(self) -> _Call[Stats]:
-        return _Call(
-            "GET", "/api/v1/stats", lambda r: Stats.from_json(r.json()), repeatable=True
-        )
+        return _Call("GET", "/api/v1/stats", lambda r: Stats.from_json(r.json()), repeatable=True)
 
     def _connections(self, user_id: str | int | None) -> _Call[list[ConnectionInfo]]:
         params = None if user_id is None else {"user_id": str(user_id)}
@@ -207,14 +206,12 @@ class _Calls:
     # --- retry decisions, shared by both senders ------------------------
 
     def _delay(self, attempt: int, retry_after: int | None) -> float:
-        delay = random.uniform(0.5, 1.0) * min(self.max_backoff, self.backoff * 2**attempt)
+        delay = random.uniform(0.5, 1.0) * min(self.max_backoff, self.backoff * 2.0**attempt)
         if retry_after is not None:
             delay = max(delay, min(float(retry_after), self.max_backoff))
         return delay
 
-    def _after_exception(
-        self, call: _Call[Any], attempt: int, error: httpx.TransportError
-    ) -> _Retry | _Fail:
+    def _after_exception(self, call: _Call[Any], attempt: int, error: httpx.TransportError) -> _Retry | _Fail:
         may_repeat = call.repeatable or isinstance(error, _NOT_SENT)
         if may_repeat and attempt < self.retries:
             return _Retry(self._delay(attempt, None))
@@ -229,11 +226,7 @@ class _Calls:
             return _Done(call.parse(response))
         if response.status_code == 404 and attempt > 0 and call.not_found_after_retry_is_done:
             return _Done(call.parse(response))
-        if (
-            call.repeatable
-            and response.status_code in _RETRY_STATUSES
-            and attempt < self.retries
-        ):
+        if call.repeatable and response.status_code in _RETRY_STATUSES and attempt < self.retries:
             return _Retry(self._delay(attempt, retry_after_of(response)))
         return _Fail(error_from_response(response))
 

@@ -42,9 +42,7 @@ class ApiError(WsgateError):
     #: The SPEC code this class stands for (``None`` on the base class).
     code_name: str | None = None
 
-    def __init__(
-        self, status: int, code: str, detail: str, retry_after: int | None = None
-    ) -> None:
+    def __init__(self, status: int, code: str, detail: str, retry_after: int | None = None) -> None:
         super().__init__(f"{status} {code}: {detail}")
         self.status = status
         self.code = code

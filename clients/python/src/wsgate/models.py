@@ -6,8 +6,9 @@ that adds fields does not break an older client.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 __all__ = ["Published", "ShardStats", "Stats", "ConnectionInfo", "EVENT_TYPES"]
 

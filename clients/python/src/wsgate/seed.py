@@ -42,9 +42,7 @@ __all__ = [
 
 # An httpx.AsyncClient's connections belong to the loop that opened them,
 # so each running loop gets its own client.
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncClient] = (
-    weakref.WeakKeyDictionary()
-)
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncClient] = weakref.WeakKeyDictionary()
 
 
 def default_client() -> AsyncClient:
@@ -76,9 +74,7 @@ async def broadcast_system_notification(
     **kwargs: Any,
 ) -> Published:
     """Broadcast system notification to users (to everyone without targets)."""
-    return await default_client().system_notification(
-        message, level, target_users or None, **kwargs
-    )
+    return await default_client().system_notification(message, level, target_users or None, **kwargs)
 
 
 async def broadcast_review_updated(
