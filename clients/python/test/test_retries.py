@@ -22,10 +22,15 @@ import wsgate
 RETRIES = 2
 FAST = {"retries": RETRIES, "backoff": 0.01, "max_backoff": 0.05}
 
+NOT_FOUND = (
+    b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\n"
+    b"connection: close\r\ncontent-length: 42\r\n\r\n"
+    b'{"code":"NOT_FOUND","detail":"no such id"}'
+)
 UNAVAILABLE = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
     b"retry-after: 0\r\nconnection: close\r\ncontent-length: 52\r\n\r\n"
-    b'{"code":"UNAVAILABLE","detail":"shutting down ....."}'
+    b'{"code":"UNAVAILABLE","detail":"shutting down ...."}'
 )
 
 
@@ -33,8 +38,9 @@ class Faulty(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, answer: bytes | None) -> None:
-        self.answer = answer
+    def __init__(self, *answers: bytes | None) -> None:
+        # One answer per request in turn, the last one repeated; None hangs up.
+        self.answers = answers
         self.requests_seen = 0
         self.lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), FaultyHandler)
@@ -54,18 +60,19 @@ class FaultyHandler(socketserver.BaseRequestHandler):
                 return
             data += chunk
         with server.lock:
+            answer = server.answers[min(server.requests_seen, len(server.answers) - 1)]
             server.requests_seen += 1
-        if server.answer is not None:
-            self.request.sendall(server.answer)
+        if answer is not None:
+            self.request.sendall(answer)
         # Else hang up without an answer: the request may have been acted on.
 
 
 @pytest.fixture
-def faulty() -> Iterator[Callable[[bytes | None], Faulty]]:
+def faulty() -> Iterator[Callable[..., Faulty]]:
     servers: list[Faulty] = []
 
-    def make(answer: bytes | None) -> Faulty:
-        s = Faulty(answer)
+    def make(*answers: bytes | None) -> Faulty:
+        s = Faulty(*answers)
         threading.Thread(target=s.serve_forever, args=(0.05,), daemon=True).start()
         servers.append(s)
         return s
@@ -112,6 +119,7 @@ def test_503_is_retried_only_for_repeatable_calls(faulty, name):
         "UNAVAILABLE",
         0,
     )
+    assert raised.value.detail == "shutting down ...."
     assert server.requests_seen == (RETRIES + 1 if name in REPEATABLE else 1)
 
 
@@ -138,3 +146,18 @@ def test_a_refused_connection_is_retried_even_for_publishes():
         with pytest.raises(wsgate.TransportError):
             client.publish_to_all("system.notification", {})
     assert len(attempts) == RETRIES + 1
+
+
+def test_a_disconnect_whose_answer_was_lost_is_done_when_the_retry_finds_nothing(faulty):
+    """The first attempt may have closed the connection: a 404 on a retry is success."""
+    server = faulty(None, NOT_FOUND)
+    with wsgate.Client(server.url, "key", **FAST) as client:
+        client.disconnect("c1")
+    assert server.requests_seen == 2
+
+
+def test_a_first_404_is_not_found(faulty):
+    server = faulty(NOT_FOUND)
+    with wsgate.Client(server.url, "key", **FAST) as client, pytest.raises(wsgate.NotFound):
+        client.disconnect("c1")
+    assert server.requests_seen == 1
