@@ -471,7 +471,11 @@ def test_every_documented_answer_is_what_the_server_answers(openapi, server, ser
         c.produced.add(("get", "/conformance/echo", "101"))
         c.http(echo, "GET", "/conformance/echo", expect=503, key=None, headers=UPGRADE)
 
-    c.http(server, "GET", "/health", expect=200, key=None)
+    assert c.http(server, "GET", "/health", expect=200, key=None).json() == {"status": "ok"}
+    # Cluster mode with its Redis unreachable (nothing listens on port 1).
+    cluster = server_factory("--redis-url", "redis://127.0.0.1:1")
+    degraded = c.http(cluster, "GET", "/health", expect=200, key=None).json()
+    assert degraded == {"status": "degraded", "backplane": "disconnected"}
     c.http(server, "GET", "/metrics", expect=200, key=None)
     for page in (
         "/console",
