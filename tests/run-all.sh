@@ -28,6 +28,9 @@ cargo build --workspace --all-targets
 step "cargo test --workspace"
 cargo test --workspace
 
+step "Python package tests (clients/python: server API clients, seed helpers, OpenAPI check, example, migration guide)"
+WSGATE_BIN="$root/target/debug/wsgate" bash clients/python/test/run.sh
+
 step "RFC 6455 conformance (Autobahn TestSuite against --conformance-echo)"
 WSGATE_BIN="$root/target/debug/wsgate" bash tests/conformance.sh
 
