@@ -31,12 +31,22 @@ class Arm:
     rhs: str
 
 
-def _match_body(source: str, anchor: str) -> str:
-    """The text inside the braces of the first `match` after `anchor`."""
+def _match_body(source: str, anchor: str, on: str = "") -> str:
+    """The text inside the braces of the first `match` after `anchor` (whose scrutinee names `on`)."""
     start = source.find(anchor)
     if start < 0:
         raise RouteParseError(f"no {anchor!r} in the router source")
-    open_brace = source.find("{", source.find("match", start))
+    # With `on`, the match whose scrutinee names it (the router decodes the
+    # path in an earlier match).
+    position = start
+    while True:
+        position = source.find("match ", position)
+        if position < 0:
+            raise RouteParseError(f"no match on {on!r} after {anchor!r}")
+        open_brace = source.find("{", position)
+        if on in source[position:open_brace]:
+            break
+        position = open_brace
     depth = 0
     for i in range(open_brace, len(source)):
         if source[i] == "{":
@@ -173,7 +183,7 @@ def console_assets(repo: Path) -> list[str]:
 
 def served_routes(repo: Path) -> set[tuple[str, str]]:
     """Every (method, path) the router answers, parameters as `{}`."""
-    top, top_fallbacks = _routes_of(_arms(_match_body((repo / ROUTER).read_text(), "pub async fn route")))
+    top, top_fallbacks = _routes_of(_arms(_match_body((repo / ROUTER).read_text(), "pub async fn route", on="method")))
     api, api_fallbacks = _routes_of(_arms(_match_body((repo / API).read_text(), "async fn dispatch")))
     if len(top_fallbacks) != 1 or len(api_fallbacks) != 2:
         raise RouteParseError(
