@@ -162,6 +162,8 @@ struct Shared {
     joined: Notify,
     metrics: Arc<Metrics>,
     lease_ttl: Duration,
+    /// The last answer of [`Shared::live_nodes`] and when it was read.
+    nodes_seen: Mutex<Option<(Instant, Vec<String>)>>,
 }
 
 /// The handle the hub and admission hold: every method returns at once.
@@ -214,6 +216,7 @@ impl RedisBackplane {
             joined: Notify::new(),
             metrics,
             lease_ttl: lease_ttl.max(Duration::from_millis(300)),
+            nodes_seen: Mutex::new(None),
         });
         Ok((
             Arc::new(RedisBackplane {
@@ -305,6 +308,10 @@ impl Backplane for RedisBackplane {
 
     fn user_activated(&self, user: &str) {
         let _ = self.shared.control.send(Control::Activate(user.to_owned()));
+    }
+
+    fn nodes(&self) -> BoxFuture<'_, Option<Vec<String>>> {
+        Box::pin(self.shared.live_nodes())
     }
 }
 
@@ -774,5 +781,57 @@ impl Shared {
                 Err(op)
             }
         }
+    }
+}
+
+/// How long a node list is reused: the console polls stats every few
+/// seconds, and a SCAN walks every key of the cluster.
+const NODES_FRESH: Duration = Duration::from_secs(3);
+/// Keys a SCAN call looks at per round trip.
+const SCAN_COUNT: usize = 1000;
+
+impl Shared {
+    /// The node ids of the live leases (`wsgate:node:<node-id>/<random>`),
+    /// read with SCAN within one command timeout; `None` when Redis is away.
+    async fn live_nodes(&self) -> Option<Vec<String>> {
+        if let Some((at, nodes)) = &*self.nodes_seen.lock() {
+            if at.elapsed() < NODES_FRESH {
+                return Some(nodes.clone());
+            }
+        }
+        if !self.up.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut conn = self.commands.clone();
+        let scan = async {
+            let mut nodes = std::collections::BTreeSet::new();
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(format!("{LEASE_PREFIX}*"))
+                    .arg("COUNT")
+                    .arg(SCAN_COUNT)
+                    .query_async(&mut conn)
+                    .await?;
+                nodes.extend(keys.iter().filter_map(|key| {
+                    let lease = key.strip_prefix(LEASE_PREFIX)?;
+                    Some(
+                        lease
+                            .rsplit_once('/')
+                            .map_or(lease, |(node, _)| node)
+                            .to_owned(),
+                    )
+                }));
+                if next == 0 {
+                    return Ok(nodes.into_iter().collect::<Vec<String>>());
+                }
+                cursor = next;
+            }
+        };
+        let nodes = bounded(COMMAND_TIMEOUT, scan).await.ok()?;
+        *self.nodes_seen.lock() = Some((Instant::now(), nodes.clone()));
+        Some(nodes)
     }
 }
