@@ -110,7 +110,10 @@ fn connections_report_their_queued_bytes() {
             break queued;
         }
     };
-    assert!(queued > 0, "a stalled reader's queue never showed (60 s of publishing)");
+    assert!(
+        queued > 0,
+        "a stalled reader's queue never showed (60 s of publishing)"
+    );
     assert!(queued <= 67_108_864, "within --max-queued-bytes: {queued}");
 }
 
