@@ -8,7 +8,7 @@ import { request } from "node:http";
 import { randomBytes } from "node:crypto";
 import path from "node:path";
 import { chromium } from "playwright-core";
-import { startServer, mintToken, uniqueUser, api, waitFor, sleep, consoleFromDisk, CONSOLE_FILES, JS_DIR, REPO, API_KEY } from "./helpers.mjs";
+import { startServer, startRedis, mintToken, uniqueUser, api, waitFor, sleep, consoleFromDisk, CONSOLE_FILES, JS_DIR, REPO, API_KEY } from "./helpers.mjs";
 
 const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 const CHROMIUM_ARGS = [
@@ -419,5 +419,56 @@ describe("operator console in Chromium", () => {
     assert.deepEqual(await page.evaluate(() => window.__cspViolations), []);
     assert.deepEqual(pageErrors, []);
     for (const s of subs) s.ws.close();
+  });
+});
+
+describe("operator console in cluster mode", () => {
+  let redis;
+  let nodes = [];
+  let browser;
+  let page;
+  const pageErrors = [];
+
+  before(async () => {
+    redis = await startRedis();
+    const tag = randomBytes(3).toString("hex");
+    nodes = await Promise.all(["a", "b"].map((n) => startServer({ args: ["--redis-url", redis.url, "--node-id", `node-${n}-${tag}`, "--shards", "1"] })));
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+    page = await (await browser.newContext({ viewport: { width: 1280, height: 1000 } })).newPage();
+    page.on("pageerror", (e) => pageErrors.push(String(e)));
+  });
+
+  after(async () => {
+    await browser?.close();
+    await Promise.all(nodes.map((n) => n.stop()));
+    await redis?.stop();
+  });
+
+  test("the cluster card shows both nodes and the backplane state, and follows Redis going away", async () => {
+    const [a, b] = nodes;
+    const ids = [];
+    for (const n of nodes) ids.push((await api(n, "GET", "/api/v1/stats")).body.node_id);
+    await waitFor(async () => (await api(a, "GET", "/api/v1/stats")).body.nodes?.length === 2, { timeout: 15000, what: "both nodes joined" });
+    await page.goto(`${a.httpUrl}/console#api_key=${API_KEY}`);
+    await page.click("#tab-operator");
+    await page.waitForSelector('#cl-backplane[data-state="connected"]', { timeout: 10000 });
+    assert.equal(await page.textContent("#cl-mode"), "cluster");
+    assert.equal(await page.textContent("#cl-node"), ids[0]);
+    await page.waitForSelector(`#cl-nodes li[data-node="${ids[1]}"]`);
+    assert.equal(await page.locator(`#cl-nodes li[data-node="${ids[0]}"] .badge`).textContent(), "this node");
+    assert.equal(await page.locator(`#cl-nodes li[data-node="${ids[1]}"] .badge`).count(), 0);
+    // a publish on this node reaches the other one over the backplane: the counters show it
+    const sock = await new Promise((resolve, reject) => {
+      const ws = new WebSocket(`${b.wsUrl}/api/v1/ws`, ["wsgate.v1", `bearer.${mintToken("far-away")}`]);
+      ws.addEventListener("message", () => resolve(ws), { once: true });
+      ws.addEventListener("error", () => reject(new Error("socket on node b failed")));
+    });
+    await api(a, "POST", "/api/v1/events", { type: "system.maintenance", data: {}, users: ["far-away"] });
+    await waitFor(async () => Number(await page.locator("#cl-counters div", { hasText: "published" }).locator(".v").textContent()) >= 1, { what: "published counter" });
+    sock.close();
+    await redis.stop();
+    await page.waitForSelector('#cl-backplane[data-state="disconnected"]', { timeout: 15000 });
+    await page.waitForSelector("#cl-nodes li.muted");
+    assert.deepEqual(pageErrors, []);
   });
 });

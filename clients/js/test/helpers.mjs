@@ -254,3 +254,49 @@ export async function consoleFromDisk(targetPort, { headers = {} } = {}) {
     },
   };
 }
+
+/** A free loopback port (for a process that needs one given, like redis-server). */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** A private redis-server on a free loopback port (never the machine's own on 6379), no persistence. */
+export async function startRedis() {
+  const port = await freePort();
+  const proc = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "warning"], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  const failed = new Promise((_, reject) => {
+    proc.on("error", (e) => reject(new Error(`cannot start redis-server (apt-get install redis-server): ${e.message}`)));
+    proc.on("exit", (code) => reject(new Error(`redis-server exited with ${code}`)));
+  });
+  failed.catch(() => {});
+  const ready = waitFor(
+    () =>
+      new Promise((resolve) => {
+        const s = net.connect(port, "127.0.0.1", () => s.write("PING\r\n"));
+        s.on("data", (d) => {
+          s.destroy();
+          resolve(String(d).startsWith("+PONG"));
+        });
+        s.on("error", () => resolve(false));
+      }),
+    { what: "redis-server to answer PING" },
+  );
+  await Promise.race([ready, failed]);
+  return {
+    url: `redis://127.0.0.1:${port}/0`,
+    stop() {
+      proc.removeAllListeners("exit");
+      proc.kill("SIGKILL");
+      return new Promise((r) => (proc.exitCode !== null || proc.signalCode !== null ? r() : proc.once("exit", () => r())));
+    },
+  };
+}
