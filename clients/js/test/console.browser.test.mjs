@@ -8,6 +8,7 @@ import { request } from "node:http";
 import { randomBytes } from "node:crypto";
 import path from "node:path";
 import { chromium } from "playwright-core";
+import { histogramQuantile, parseMetrics } from "../../console/operator.js";
 import { startServer, startRedis, mintToken, uniqueUser, api, waitFor, sleep, consoleFromDisk, CONSOLE_FILES, JS_DIR, REPO, API_KEY } from "./helpers.mjs";
 
 const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
@@ -470,5 +471,26 @@ describe("operator console in cluster mode", () => {
     await page.waitForSelector('#cl-backplane[data-state="disconnected"]', { timeout: 15000 });
     await page.waitForSelector("#cl-nodes li.muted");
     assert.deepEqual(pageErrors, []);
+  });
+});
+
+describe("operator view arithmetic", () => {
+  test("quantiles come from the bucket deltas between two readings, interpolated in the bucket", () => {
+    const before = [[0.001, 10], [0.01, 10], [0.1, 10], [Infinity, 10]];
+    // 100 new observations: 50 under 1 ms, 40 in (1, 10] ms, 10 in (10, 100] ms
+    const now = [[0.001, 60], [0.01, 100], [0.1, 110], [Infinity, 110]];
+    assert.equal(histogramQuantile(0.5, before, now), 0.001);
+    assert.ok(Math.abs(histogramQuantile(0.7, before, now) - (0.001 + 0.009 * (20 / 40))) < 1e-12);
+    assert.ok(Math.abs(histogramQuantile(0.99, before, now) - (0.01 + 0.09 * (9 / 10))) < 1e-12);
+    assert.equal(histogramQuantile(0.5, now, now), null, "nothing observed in between");
+    const past = [[0.001, 0], [Infinity, 5]];
+    assert.equal(histogramQuantile(0.99, [[0.001, 0], [Infinity, 0]], past), 0.001, "past the last bound: the last bound");
+  });
+
+  test("the Prometheus text is read with its labels", () => {
+    const m = parseMetrics('# HELP x y\nwsgate_connections 3\nwsgate_messages_dropped_total{reason="slow_consumer"} 7\nwsgate_node_info{node_id="a\\"b"} 1\n');
+    assert.equal(m.get("wsgate_connections")[0].value, 3);
+    assert.deepEqual(m.get("wsgate_messages_dropped_total")[0], { labels: { reason: "slow_consumer" }, value: 7 });
+    assert.equal(m.get("wsgate_node_info")[0].labels.node_id, 'a"b');
   });
 });
