@@ -12,7 +12,7 @@ export const WINDOW_S = 15 * 60;
 const CHART_HEIGHT = 170;
 const TABLE_EVERY_MS = 5000;
 const TABLE_ROWS_MAX = 200;
-/// Samples kept at most, whatever the polling rate (one every 2 s fills 450 in 15 minutes).
+// Samples kept at most, whatever the polling rate (one every 2 s fills 450 in 15 minutes).
 const HISTORY_MAX = 2000;
 
 const $ = (sel) => document.querySelector(sel);

@@ -794,13 +794,13 @@ impl Shared {
     /// The node ids of the live leases (`wsgate:node:<node-id>/<random>`),
     /// read with SCAN within one command timeout; `None` when Redis is away.
     async fn live_nodes(&self) -> Option<Vec<String>> {
+        if !self.up.load(Ordering::Acquire) {
+            return None;
+        }
         if let Some((at, nodes)) = &*self.nodes_seen.lock() {
             if at.elapsed() < NODES_FRESH {
                 return Some(nodes.clone());
             }
-        }
-        if !self.up.load(Ordering::Acquire) {
-            return None;
         }
         let mut conn = self.commands.clone();
         let scan = async {
