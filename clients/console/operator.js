@@ -113,6 +113,16 @@ function fmtNumber(v) {
   return v.toPrecision(2);
 }
 
+/** One-line x-axis labels: seconds while the span is short, minutes once it is long. */
+function timeTicks(u, ticks) {
+  const withSeconds = u.scales.x.max - u.scales.x.min <= 5 * 60;
+  const two = (n) => String(n).padStart(2, "0");
+  return ticks.map((t) => {
+    const d = new Date(t * 1000);
+    return `${two(d.getHours())}:${two(d.getMinutes())}${withSeconds ? ":" + two(d.getSeconds()) : ""}`;
+  });
+}
+
 export function createOperator({ apiCall, log, selfConnectionId }) {
   const history = { t: [], ...Object.fromEntries(KEYS.map((k) => [k, []])) };
   const charts = new Map(); // name -> uPlot
@@ -170,8 +180,10 @@ export function createOperator({ apiCall, log, selfConnectionId }) {
         x: { time: true, range: xRange },
         y: { range: (u, min, max) => [0, Math.max(1, (max ?? 0) * 1.15)] },
       },
-      series: [{}, ...SERIES[name].map((s) => ({ label: s.label, stroke: s.color, width: 2, points: { show: false }, value: (u, v) => fmtNumber(v) }))],
-      axes: [{ stroke: "#6b7383", grid: { stroke: "#eef0f3" } }, { stroke: "#6b7383", grid: { stroke: "#eef0f3" }, size: 48, values: (u, ticks) => ticks.map(fmtNumber) }],
+      // uPlot's default draws the points while they are sparse (a fresh page, an isolated
+      // fan-out between idle samples) and only the line once they are dense.
+      series: [{}, ...SERIES[name].map((s) => ({ label: s.label, stroke: s.color, width: 2, value: (u, v) => fmtNumber(v) }))],
+      axes: [{ stroke: "#6b7383", grid: { stroke: "#eef0f3" }, values: timeTicks, space: 70 }, { stroke: "#6b7383", grid: { stroke: "#eef0f3" }, size: 48, values: (u, ticks) => ticks.map(fmtNumber) }],
       legend: { live: true },
     };
     const chart = new window.uPlot(opts, chartData(name), box);

@@ -386,7 +386,9 @@ describe("operator console in Chromium", () => {
         }
         return coloured;
       });
-      assert.ok(drawn > 20, `${name} chart draws its lines (${drawn} coloured pixels)`);
+      assert.ok(drawn > 0, `${name} chart draws its data (${drawn} coloured pixels)`);
+      const plotted = await page.evaluate((n) => window.wsgateConsole.operator.charts.get(n).data.map((xs) => xs.length), name);
+      assert.ok(plotted.every((len) => len === plotted[0] && len >= 3), `${name} plots every sample: ${plotted}`);
     }
     // the legend shows the latest values
     assert.match(await page.textContent("#chart-messages .u-legend"), /out\/s/);
