@@ -113,7 +113,9 @@ describe("operator console in Chromium", () => {
     const servedHere = Object.values(consoleReport).every((r) => r.status === 200 && r.same);
     const source = process.env.WSGATE_CONSOLE_SOURCE || (servedHere ? "server" : "disk");
     if (source === "disk") {
-      relay = await consoleFromDisk(server.port, { headers: consoleReport["/console"].headers });
+      // The relay answers with the headers the server gives the console (those it gives).
+      const headers = Object.fromEntries(Object.entries(consoleReport["/console"].headers).filter(([, v]) => v !== null));
+      relay = await consoleFromDisk(server.port, { headers });
       base = relay.url;
     } else {
       base = server.httpUrl;
