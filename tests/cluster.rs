@@ -412,13 +412,56 @@ fn losing_redis_degrades_but_keeps_serving_then_recovers() {
 }
 
 #[test]
+fn stats_lists_the_live_nodes_and_the_backplane_state() {
+    let mut cluster = Cluster::start(2, &["--connection-timeout", "2s"]);
+    let names: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            n.api_get("/api/v1/stats").json["node_id"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    let mut both = names.clone();
+    both.sort();
+    for node in &cluster.nodes {
+        let stats = node.api_get("/api/v1/stats").json;
+        assert_eq!(stats["backplane"], "connected", "{stats}");
+        assert_eq!(stats["nodes"], json!(both), "{stats}");
+    }
+    // A node that leaves drops out of the list (its lease is deleted on shutdown).
+    let mut leaving = cluster.nodes.remove(1);
+    leaving.sigterm_and_wait();
+    let a = &cluster.nodes[0];
+    assert!(
+        wait_until(CONVERGE, || a.api_get("/api/v1/stats").json["nodes"]
+            == json!([names[0]])),
+        "the stopped node is still listed: {}",
+        a.api_get("/api/v1/stats").json
+    );
+    // Without Redis: disconnected, and no node list rather than a stale one.
+    cluster.redis.stop();
+    wait_degraded(a);
+    let stats = a.api_get("/api/v1/stats").json;
+    assert_eq!(stats["backplane"], "disconnected", "{stats}");
+    assert!(stats.get("nodes").is_none(), "{stats}");
+}
+
+#[test]
 fn single_node_has_no_backplane() {
     let node = TestServer::start(&["--node-id", "solo-node"]);
     assert_eq!(health(&node), json!({"status": "ok"}));
     let metrics = node.metrics();
     assert!(!metrics.contains("wsgate_backplane_up"));
     assert!(metrics.contains("wsgate_node_info{node_id=\"solo-node\"} 1"));
-    assert_eq!(node.api_get("/api/v1/stats").json["node_id"], "solo-node");
+    let stats = node.api_get("/api/v1/stats").json;
+    assert_eq!(stats["node_id"], "solo-node");
+    assert!(
+        stats.get("backplane").is_none() && stats.get("nodes").is_none(),
+        "{stats}"
+    );
 }
 
 #[test]

@@ -7,6 +7,8 @@ mod support;
 mod cli;
 #[path = "integration/conformance.rs"]
 mod conformance;
+#[path = "integration/console.rs"]
+mod console;
 #[path = "integration/envelope.rs"]
 mod envelope;
 #[path = "integration/handshake.rs"]

@@ -1,5 +1,6 @@
 // wsgate operator console: plain DOM, no framework. Served by the gateway at /console.
 import { WsgateClient, SUBSCRIBABLE_EVENTS } from "/console/wsgate.js";
+import { createOperator } from "/console/operator.js";
 
 const LOG_LIMIT = 200;
 const STATS_EVERY_MS = 2000;
@@ -337,12 +338,16 @@ function fmtUptime(s) {
 
 async function refreshStats() {
   let s;
+  let metricsText = "";
   try {
+    const metrics = fetch("/metrics", { cache: "no-store" }).then((r) => (r.ok ? r.text() : ""), () => "");
     s = await apiCall("GET", "/api/v1/stats");
+    metricsText = await metrics;
   } catch (err) {
     $("#stats-age").textContent = `(${err.message})`;
     return;
   }
+  operator.sample(Date.now(), s, metricsText);
   const now = performance.now();
   const prev = consoleState.lastStats;
   consoleState.lastStats = { at: now, s };
@@ -380,23 +385,46 @@ function startStats() {
   consoleState.statsTimer = setInterval(refreshStats, STATS_EVERY_MS);
 }
 
+// ------------------------------------------------------------------ operator view
+
+const operator = createOperator({ apiCall, log, selfConnectionId: () => consoleState.client?.connectionId });
+consoleState.operator = operator;
+
+function showView(id) {
+  for (const tab of document.querySelectorAll('[role="tab"]')) {
+    const on = tab.dataset.view === id;
+    tab.setAttribute("aria-selected", String(on));
+    document.getElementById(tab.dataset.view).hidden = !on;
+  }
+  operator.setActive(id === "view-operator");
+}
+for (const tab of document.querySelectorAll('[role="tab"]')) tab.addEventListener("click", () => showView(tab.dataset.view));
+
 // ------------------------------------------------------------------ URL fragment
 
-function readFragment() {
-  const h = location.hash.replace(/^#/, "");
-  if (!h) return;
-  const p = new URLSearchParams(h);
+/** The credentials in the address fragment, if any, with the fragment removed from the address bar. */
+function takeFragmentCredentials() {
+  const p = new URLSearchParams(location.hash.replace(/^#/, ""));
   const token = p.get("token");
   const key = p.get("api_key") ?? p.get("apikey") ?? p.get("key");
+  // Keep secrets out of the address bar and the history.
+  if (location.hash) history.replaceState(null, "", location.pathname + location.search);
+  return { token, key };
+}
+
+// Read once, at load. A later change of the fragment (a link the page is tricked into
+// following, an extension, a script) must not swap the credentials of a running console:
+// it is only stripped from the address bar.
+window.addEventListener("hashchange", () => {
+  const { token, key } = takeFragmentCredentials();
+  if (token || key) log("local", "console", "credentials in a changed address fragment were ignored; paste them into the form");
+});
+showState("idle");
+renderSubscriptions();
+{
+  const { token, key } = takeFragmentCredentials();
   if (key) ui.apiKey.value = key;
   if (token) ui.token.value = token;
-  // Keep secrets out of the address bar and the history.
-  history.replaceState(null, "", location.pathname + location.search);
   if (key) startStats();
   if (token) connect();
 }
-
-window.addEventListener("hashchange", readFragment);
-showState("idle");
-renderSubscriptions();
-readFragment();

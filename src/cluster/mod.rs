@@ -89,6 +89,12 @@ pub trait Backplane: Send + Sync + 'static {
 
     /// Records the activation cluster-wide and tells every other node.
     fn user_activated(&self, user: &str);
+
+    /// The ids of the nodes whose lease is alive, this one included, sorted;
+    /// `None` for a single node or while the backplane cannot tell.
+    fn nodes(&self) -> BoxFuture<'_, Option<Vec<String>>> {
+        Box::pin(std::future::ready(None))
+    }
 }
 
 /// The single-node default: no other nodes, nothing to do.

@@ -83,6 +83,8 @@ pub struct ConnectionInfo {
     pub subscriptions: Vec<&'static str>,
     pub messages_in: u64,
     pub messages_out: u64,
+    /// Bytes waiting in its outbound queue (against `--max-queued-bytes`).
+    pub queued_bytes: usize,
 }
 
 impl ConnectionInfo {
@@ -96,6 +98,7 @@ impl ConnectionInfo {
             subscriptions: conn.subscriptions.names(),
             messages_in: conn.messages_in,
             messages_out: conn.messages_out,
+            queued_bytes: conn.outbound.queued_bytes(),
         }
     }
 }

@@ -178,27 +178,39 @@ export function freezableProxy(targetPort) {
   });
 }
 
+/** Every file the binary serves under /console, and where it is in this checkout (relative to clients/js). */
+export const CONSOLE_FILES = {
+  "/console": "../console/index.html",
+  "/console/console.css": "../console/console.css",
+  "/console/console.js": "../console/console.js",
+  "/console/operator.js": "../console/operator.js",
+  "/console/wsgate.js": "wsgate.js",
+  "/console/vendor/uPlot.iife.min.js": "../console/vendor/uPlot.iife.min.js",
+  "/console/vendor/uPlot.min.css": "../console/vendor/uPlot.min.css",
+  "/console/vendor/uPlot.LICENSE": "../console/vendor/uPlot.LICENSE",
+};
+
 /**
  * Serve the console from this checkout's files and relay everything else (HTTP and the
  * WebSocket upgrade) to a wsgate on targetPort. Used when the binary does not serve /console
  * itself, or serves a copy that differs from the files on disk (a stale build).
  */
-export async function consoleFromDisk(targetPort) {
+export async function consoleFromDisk(targetPort, { headers = {} } = {}) {
   const { createServer, request } = await import("node:http");
   const { readFileSync } = await import("node:fs");
-  const files = {
-    "/console": ["../console/index.html", "text/html; charset=utf-8"],
-    "/console/": ["../console/index.html", "text/html; charset=utf-8"],
-    "/console/console.css": ["../console/console.css", "text/css; charset=utf-8"],
-    "/console/console.js": ["../console/console.js", "text/javascript; charset=utf-8"],
-    "/console/wsgate.js": ["wsgate.js", "text/javascript; charset=utf-8"],
-  };
+  const files = Object.fromEntries(
+    Object.entries(CONSOLE_FILES).map(([route, file]) => [
+      route,
+      [file, route.endsWith(".css") ? "text/css; charset=utf-8" : route.endsWith(".js") ? "text/javascript; charset=utf-8" : route.endsWith("LICENSE") ? "text/plain; charset=utf-8" : "text/html; charset=utf-8"],
+    ]),
+  );
+  files["/console/"] = files["/console"];
   const sockets = new Set();
   const srv = createServer((req, res) => {
     const pathname = new URL(req.url, "http://x").pathname;
     const f = files[pathname];
     if (f) {
-      res.writeHead(200, { "content-type": f[1], "cache-control": "no-store" });
+      res.writeHead(200, { ...headers, "content-type": f[1], "cache-control": "no-store" });
       res.end(readFileSync(path.resolve(JS_DIR, f[0])));
       return;
     }
@@ -239,6 +251,52 @@ export async function consoleFromDisk(targetPort) {
     close() {
       for (const s of sockets) s.destroy();
       return new Promise((r) => srv.close(() => r()));
+    },
+  };
+}
+
+/** A free loopback port (for a process that needs one given, like redis-server). */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** A private redis-server on a free loopback port (never the machine's own on 6379), no persistence. */
+export async function startRedis() {
+  const port = await freePort();
+  const proc = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "warning"], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  const failed = new Promise((_, reject) => {
+    proc.on("error", (e) => reject(new Error(`cannot start redis-server (apt-get install redis-server): ${e.message}`)));
+    proc.on("exit", (code) => reject(new Error(`redis-server exited with ${code}`)));
+  });
+  failed.catch(() => {});
+  const ready = waitFor(
+    () =>
+      new Promise((resolve) => {
+        const s = net.connect(port, "127.0.0.1", () => s.write("PING\r\n"));
+        s.on("data", (d) => {
+          s.destroy();
+          resolve(String(d).startsWith("+PONG"));
+        });
+        s.on("error", () => resolve(false));
+      }),
+    { what: "redis-server to answer PING" },
+  );
+  await Promise.race([ready, failed]);
+  return {
+    url: `redis://127.0.0.1:${port}/0`,
+    stop() {
+      proc.removeAllListeners("exit");
+      proc.kill("SIGKILL");
+      return new Promise((r) => (proc.exitCode !== null || proc.signalCode !== null ? r() : proc.once("exit", () => r())));
     },
   };
 }

@@ -4,7 +4,8 @@
 #   WSGATE_BIN=/path/to/wsgate clients/js/test/run.sh      (default: target/debug/wsgate)
 #
 # Set-up is idempotent: `npm ci` when node_modules is missing, Debian's chromium when
-# /usr/bin/chromium is missing. Builds nothing on the Rust side: build the server first
+# /usr/bin/chromium is missing, redis-server (the console's cluster-mode test starts its own
+# on a random loopback port) when it is missing. Builds nothing on the Rust side: build the server first
 # (cargo build). Exits non-zero when any test fails.
 set -euo pipefail
 
@@ -45,6 +46,14 @@ if [ ! -x "$CHROMIUM_PATH" ]; then
   if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
   $SUDO apt-get update
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y chromium
+fi
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "==> installing redis-server"
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y redis-server
 fi
 
 # Node 20 has the WHATWG WebSocket behind a flag (on by default from Node 22; the flag is

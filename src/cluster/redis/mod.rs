@@ -26,6 +26,7 @@
 
 mod claim;
 mod link;
+mod nodes;
 mod slots;
 mod writer;
 
@@ -150,6 +151,8 @@ struct Shared {
     joined: Notify,
     metrics: Arc<Metrics>,
     lease_ttl: Duration,
+    /// The last answer of `Shared::live_nodes` and when it was read.
+    nodes_seen: Mutex<Option<(Instant, Vec<String>)>>,
 }
 
 /// The handle the hub and admission hold: every method returns at once.
@@ -205,6 +208,7 @@ impl RedisBackplane {
             joined: Notify::new(),
             metrics,
             lease_ttl: settings.lease_ttl.max(Duration::from_millis(300)),
+            nodes_seen: Mutex::new(None),
         });
         Ok((
             Arc::new(RedisBackplane {
@@ -351,5 +355,9 @@ impl Backplane for RedisBackplane {
 
     fn user_activated(&self, user: &str) {
         self.shared.send_control(Control::Activate(user.to_owned()));
+    }
+
+    fn nodes(&self) -> BoxFuture<'_, Option<Vec<String>>> {
+        Box::pin(self.shared.live_nodes())
     }
 }

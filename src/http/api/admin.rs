@@ -4,13 +4,39 @@
 use std::sync::Arc;
 
 use hyper::StatusCode;
+use serde::Serialize;
 
+use crate::cluster::BackplaneState;
 use crate::http::response::{json, no_content, ApiError, Response};
 use crate::http::uri;
 use crate::http::AppState;
+use crate::hub::Stats;
 
-pub fn stats(state: &AppState) -> Response {
-    json(StatusCode::OK, &state.hub.stats())
+/// `GET /api/v1/stats`: the SPEC's fields, plus in cluster mode the
+/// backplane state (the words `/health` uses) and the live nodes.
+#[derive(Serialize)]
+struct StatsAnswer {
+    #[serde(flatten)]
+    node: Stats,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backplane: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nodes: Option<Vec<String>>,
+}
+
+pub async fn stats(state: &AppState) -> Response {
+    let backplane = state.hub.backplane();
+    let (backplane_state, nodes) = match backplane.state() {
+        BackplaneState::Local => (None, None),
+        BackplaneState::Up => (Some("connected"), backplane.nodes().await),
+        BackplaneState::Down => (Some("disconnected"), None),
+    };
+    let answer = StatsAnswer {
+        node: state.hub.stats(),
+        backplane: backplane_state,
+        nodes,
+    };
+    json(StatusCode::OK, &answer)
 }
 
 pub async fn list_connections(

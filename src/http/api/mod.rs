@@ -58,7 +58,7 @@ async fn dispatch(
         (&Method::POST, ["files", id, "status"]) => {
             events::file_status(state, id, read_json(state, request).await?).await
         }
-        (&Method::GET, ["stats"]) => Ok(admin::stats(state)),
+        (&Method::GET, ["stats"]) => Ok(admin::stats(state).await),
         (&Method::GET, ["connections"]) => {
             admin::list_connections(state, request.uri().query()).await
         }
