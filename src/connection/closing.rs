@@ -59,4 +59,12 @@ impl Connection {
         tracing::debug!(shard = self.id.shard(), connection = %self.id, code = reason.code(), reason = reason.label(), "closing");
         self.mark_dirty(dirty);
     }
+
+    /// Brings a closing connection's drop deadline forward to `deadline`
+    /// (a shutdown must not wait out every connection's full grace).
+    pub fn close_by(&mut self, deadline: Instant) {
+        if let Phase::Closing { deadline: d, .. } = &mut self.phase {
+            *d = (*d).min(deadline);
+        }
+    }
 }

@@ -1,6 +1,6 @@
-//! What a client message does: the reply, and the actions the shard carries
-//! out (a subscription change, `upload.cancelled` to this user's other
-//! connections, a webhook call).
+//! What a client message does: the reply, and at most one action for the
+//! shard to carry out (a subscription change for its index; an upload
+//! cancel: `upload.cancelled` to this user's connections and a webhook call).
 //!
 //! Pure: it reads the connection's current subscriptions and returns
 //! decisions; it never touches sockets, the subscriber index or other

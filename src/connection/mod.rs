@@ -2,12 +2,12 @@
 //! transport (the socket, rustls, tungstenite over [`crate::ws::io`]), what
 //! its frames and messages do to it, its outbound queue and its close.
 //!
-//! - [`input`]: socket bytes → (TLS →) tungstenite → frames, the control
-//!   frame cap, tungstenite's own replies;
-//! - [`message`]: one client message → echo, or rate limit → parse →
+//! - `input`: socket bytes → (TLS →) tungstenite → data messages, the
+//!   control-frame cap, tungstenite's own replies;
+//! - `message`: one data message → echo, or rate limit → parse →
 //!   [`dispatch`] → reply, plus what only the shard can do ([`Then`]);
-//! - [`closing`]: the close frame, its reason and the `Closing` phase;
-//! - [`timers`]: this connection's deadlines (4000, 4001, heartbeat);
+//! - `closing`: the close frame, its reason and the `Closing` phase;
+//! - `timers`: this connection's deadlines (4000, 4001, heartbeat);
 //! - [`outbound`]: the byte-budgeted queue and its vectored flush.
 //!
 //! A `Connection` is owned by exactly one shard thread and never shared, so

@@ -1,14 +1,19 @@
-//! A shard: one reactor thread that owns a slab of connections and does
-//! all of their I/O with readiness-based (epoll, via mio) non-blocking
-//! reads and writes.
+//! A shard: one reactor thread that owns a slab of connections and drives
+//! them with readiness-based (epoll, via mio) non-blocking I/O.
 //!
 //! Users are assigned to shards by hash, so a user's connections, the
 //! user's rate-limit window and the per-event subscriber index of those
 //! connections all live here and are touched without any lock. The rest of
 //! the process talks to a shard only through its bounded command channel
-//! (see `command`). Timers are one coarse sweep per tick, not a timer per
-//! connection. This module must not block: no waiting on other shards, no
-//! locks held across anything but a counter update.
+//! (see `command`). This file holds the handle, the reactor loop and its
+//! turn (events, commands, the tick, the flush at the end), the commands
+//! and registration; `index` the user and subscriber indexes, `drive` how
+//! readiness reaches a connection and what the connection hands back is
+//! carried out, `deliver` deliveries, `timers` the coarse sweep (one per
+//! tick, not a timer per connection) and the shutdown drain. What happens
+//! on one connection is `crate::connection`'s. This module must not block:
+//! no waiting on other shards, no locks held across anything but a counter
+//! update.
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};

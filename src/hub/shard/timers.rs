@@ -1,11 +1,14 @@
-//! The shard's clock work: the coarse sweep (heartbeat pings, the 4000
-//! connection timeout, 4001 token expiry, closing connections past their
-//! grace) and the shutdown drain that closes connections in batches.
+//! The shard's clock work: the coarse sweep over its connections (each
+//! connection says what is due: a heartbeat ping, the 4000 timeout, 4001
+//! token expiry, the end of its close grace; see `connection::timers`),
+//! the control-frame window, and the shutdown drain that closes
+//! connections in batches. The sweep carries out what is due; it decides
+//! no connection's deadlines itself.
 
 use std::time::{Duration, Instant};
 
 use super::{Drain, Shard, DRAIN_STEP};
-use crate::connection::{Due, Phase, CLOSE_GRACE};
+use crate::connection::{Due, CLOSE_GRACE};
 use crate::metrics::DropReason;
 use crate::protocol::clock;
 use crate::ws::CloseReason;
@@ -79,9 +82,7 @@ impl Shard {
         for key in batch {
             self.close(key, CloseReason::ShuttingDown);
             if let Some(conn) = self.connections.get_mut(key) {
-                if let Phase::Closing { deadline: d, .. } = &mut conn.phase {
-                    *d = (*d).min(deadline);
-                }
+                conn.close_by(deadline);
             }
         }
     }
