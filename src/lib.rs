@@ -8,10 +8,12 @@
 //!
 //! Client path: [`net`] accepts → [`http`] routes → `http::ws_route` takes
 //! the token to [`auth`] and [`limits`] (admission) → [`ws::upgrade`]
-//! answers 101 → the raw socket is registered in its [`hub`] shard → the
-//! shard's reactor reads, runs tungstenite over [`ws::io`], parses with
-//! [`protocol`] and applies [`connection::dispatch`] → replies and fan-out
-//! are queued on [`connection::outbound`] and written with vectored writes.
+//! answers 101 → the raw socket is registered in its [`hub`] shard → on
+//! readiness the shard's reactor hands it to its [`connection`], which reads,
+//! runs tungstenite over [`ws::io`], parses with [`protocol`], applies
+//! [`connection::dispatch`] and queues the reply on [`connection::outbound`]
+//! (the shard carries out what reaches other connections) → every queue
+//! touched in a reactor turn is written once, with vectored writes.
 //!
 //! Backend path: `http::api` (or [`Gateway`]) → [`hub::Hub::publish`]
 //! encodes and frames once → every shard with a recipient queues the same

@@ -1,8 +1,8 @@
-//! The shard's input path: arbitrary socket bytes fed, in arbitrary chunk
-//! sizes, through `wsgate::ws::io::BufferedIo` into a server-role
+//! A connection's input path: arbitrary socket bytes fed, in arbitrary
+//! chunk sizes, through `wsgate::ws::io::BufferedIo` into a server-role
 //! `tungstenite::protocol::WebSocketContext` configured as the shard does
 //! (zero read buffer, 64 KiB message and frame limits), exactly as
-//! `hub::shard::process_input` loops over it.
+//! `connection::Connection::decode` loops over it.
 //!
 //! Beyond "no panic, no hang": no message over the limit comes out, and
 //! once reading failed or the peer closed, the loop is not fed again (as in

@@ -1,6 +1,6 @@
-//! What a client message does: the reply, and the actions the shard carries
-//! out (a subscription change, `upload.cancelled` to this user's other
-//! connections, a webhook call).
+//! What a client message does: the reply, and at most one action for the
+//! shard to carry out (a subscription change for its index; an upload
+//! cancel: `upload.cancelled` to this user's connections and a webhook call).
 //!
 //! Pure: it reads the connection's current subscriptions and returns
 //! decisions; it never touches sockets, the subscriber index or other
@@ -12,15 +12,21 @@ use crate::metrics::OutKind;
 use crate::protocol::envelope::EncodedMessage;
 use crate::protocol::{server, ClientRequest, EventSet, MessageIds};
 
-/// The shard's to-do list for one client message.
+/// What one client message asks for: the reply, and at most one action.
 #[derive(Debug)]
 pub struct Dispatched {
     pub reply: EncodedMessage,
     pub reply_kind: OutKind,
-    /// The connection's complete new subscription set, when it changed.
-    pub subscriptions: Option<EventSet>,
+    pub action: Option<Action>,
+}
+
+/// What a client message asks beyond its reply.
+#[derive(Debug, PartialEq)]
+pub enum Action {
+    /// The connection's complete new subscription set.
+    Subscriptions(EventSet),
     /// An upload the user asked to cancel.
-    pub cancelled_upload: Option<CancelledUpload>,
+    CancelUpload(CancelledUpload),
 }
 
 #[derive(Debug, PartialEq)]
@@ -38,8 +44,7 @@ pub fn dispatch(
     let plain = |reply, reply_kind| Dispatched {
         reply,
         reply_kind,
-        subscriptions: None,
-        cancelled_upload: None,
+        action: None,
     };
     match request {
         ClientRequest::Ping { ping_id } => plain(
@@ -52,7 +57,7 @@ pub fn dispatch(
         ClientRequest::Subscribe(requested) => {
             let next = current.union(requested.iter().copied().collect());
             Dispatched {
-                subscriptions: Some(next),
+                action: Some(Action::Subscriptions(next)),
                 ..plain(
                     server::subscription_changed(
                         ids,
@@ -68,7 +73,7 @@ pub fn dispatch(
         ClientRequest::Unsubscribe(requested) => {
             let next = current.difference(requested.iter().copied().collect());
             Dispatched {
-                subscriptions: Some(next),
+                action: Some(Action::Subscriptions(next)),
                 ..plain(
                     server::subscription_changed(
                         ids,
@@ -82,10 +87,10 @@ pub fn dispatch(
             }
         }
         ClientRequest::UploadCancel { upload_id, data } => Dispatched {
-            cancelled_upload: Some(CancelledUpload {
+            action: Some(Action::CancelUpload(CancelledUpload {
                 upload_id: upload_id.clone(),
                 data,
-            }),
+            })),
             ..plain(
                 server::upload_cancel_acknowledged(ids, &upload_id, reply_to),
                 OutKind::UploadCancelAcknowledged,
@@ -123,6 +128,13 @@ mod tests {
         serde_json::from_slice(&f[f.len() - frame::payload_len(f)..]).expect("json")
     }
 
+    fn subscriptions(d: &Dispatched) -> EventSet {
+        match d.action {
+            Some(Action::Subscriptions(next)) => next,
+            ref other => panic!("expected a subscription change, got {other:?}"),
+        }
+    }
+
     fn run(text: &str, current: EventSet) -> Dispatched {
         let parsed = client::parse(text);
         dispatch(
@@ -149,7 +161,7 @@ mod tests {
             json!(["file.ready", "upload.progress"])
         );
         assert_eq!(
-            d.subscriptions.expect("changed").names(),
+            subscriptions(&d).names(),
             vec!["file.ready", "upload.progress"]
         );
     }
@@ -171,7 +183,7 @@ mod tests {
         );
         let d = run(
             r#"{"type":"unsubscribe","data":{"events":["upload.progress","file.ready"]}}"#,
-            d.subscriptions.expect("changed"),
+            subscriptions(&d),
         );
         let v = reply_json(&d);
         assert_eq!(
@@ -219,7 +231,9 @@ mod tests {
             EventSet::EMPTY,
         );
         assert_eq!(reply_json(&d)["type"], "upload.cancel.acknowledged");
-        let upload = d.cancelled_upload.expect("cancel");
+        let Some(Action::CancelUpload(upload)) = d.action else {
+            panic!("expected a cancel, got {:?}", d.action);
+        };
         assert_eq!(upload.upload_id, "u1");
         let body: Value = serde_json::from_slice(&upload_cancel_webhook_body(
             &MessageIds::new(),

@@ -25,8 +25,8 @@ pub struct NewConnection {
     pub already_read: Bytes,
     pub claims: Claims,
     pub permit: ConnectionPermit,
-    /// The TLS session, when the connection came in over TLS: the shard
-    /// drives it sans-I/O over the raw socket.
+    /// The TLS session, when the connection came in over TLS: the
+    /// connection drives it sans-I/O over the raw socket.
     pub tls: Option<Box<rustls::ServerConnection>>,
     /// A `--conformance-echo` connection: echoes data frames back, with no
     /// gateway protocol on top.

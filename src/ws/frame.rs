@@ -3,7 +3,7 @@
 //! Server frames are unmasked (RFC 6455 §5.1), so one encoded frame is valid
 //! for every recipient: a broadcast is serialized and framed here exactly
 //! once and handed to every connection as the same `Arc<[u8]>`.
-//! This module only builds bytes; writing them is the shard's job.
+//! This module only builds bytes; writing them is `connection::outbound`'s.
 
 use std::sync::Arc;
 

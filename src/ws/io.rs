@@ -1,11 +1,11 @@
 //! The in-memory stream tungstenite runs over.
 //!
-//! The shard reads socket bytes into its own scratch buffer and hands them
-//! to tungstenite through [`BufferedIo`]: reads drain that slice and then
-//! report `WouldBlock` (never `Ok(0)`, which tungstenite would take for
-//! EOF); writes (tungstenite's own pongs and close frames) are captured so
-//! the shard can put them on the connection's single outbound queue and
-//! frames never interleave. Nothing here touches a socket.
+//! A connection reads socket bytes into its shard's scratch buffer and
+//! hands them to tungstenite through [`BufferedIo`]: reads drain that slice
+//! and then report `WouldBlock` (never `Ok(0)`, which tungstenite would
+//! take for EOF); writes (tungstenite's own pongs and close frames) are
+//! captured so the connection can put them on its single outbound queue
+//! and frames never interleave. Nothing here touches a socket.
 
 use std::io::{self, Read, Write};
 
@@ -21,10 +21,6 @@ impl<'a> BufferedIo<'a> {
             input,
             output: Vec::new(),
         }
-    }
-
-    pub fn is_drained(&self) -> bool {
-        self.input.is_empty()
     }
 }
 

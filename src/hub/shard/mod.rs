@@ -1,14 +1,19 @@
-//! A shard: one reactor thread that owns a slab of connections and does
-//! all of their I/O with readiness-based (epoll, via mio) non-blocking
-//! reads and writes.
+//! A shard: one reactor thread that owns a slab of connections and drives
+//! them with readiness-based (epoll, via mio) non-blocking I/O.
 //!
 //! Users are assigned to shards by hash, so a user's connections, the
 //! user's rate-limit window and the per-event subscriber index of those
 //! connections all live here and are touched without any lock. The rest of
 //! the process talks to a shard only through its bounded command channel
-//! (see `command`). Timers are one coarse sweep per tick, not a timer per
-//! connection. This module must not block: no waiting on other shards, no
-//! locks held across anything but a counter update.
+//! (see `command`). This file holds the handle, the reactor loop and its
+//! turn (events, commands, the tick, the flush at the end), the commands
+//! and registration; `index` the user and subscriber indexes, `drive` how
+//! readiness reaches a connection and what the connection hands back is
+//! carried out, `deliver` deliveries, `timers` the coarse sweep (one per
+//! tick, not a timer per connection) and the shutdown drain. What happens
+//! on one connection is `crate::connection`'s. This module must not block:
+//! no waiting on other shards, no locks held across anything but a counter
+//! update.
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,23 +23,22 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use tokio::sync::{mpsc, oneshot};
-use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
+use tungstenite::protocol::WebSocketConfig;
 use tungstenite::Message;
 
 use super::command::{CloseTarget, Command, DeliveryReport, NewConnection};
 use super::conn_id::ConnId;
 use crate::cluster::Backplane;
-use crate::connection::outbound::Chunk;
-use crate::connection::{Connection, ConnectionInfo, Outbound, Phase};
+use crate::connection::{self, Connection, ConnectionInfo, Due};
 use crate::limits::RateLimiter;
-use crate::metrics::{DropReason, Metrics, OutKind};
-use crate::protocol::{clock, server, EventSet, MessageIds};
+use crate::metrics::{DropReason, Metrics};
+use crate::protocol::MessageIds;
 use crate::webhook::WebhookQueue;
 use crate::ws::{frame, CloseReason};
 
+mod deliver;
+mod drive;
 mod index;
-mod messages;
-mod sockets;
 mod timers;
 
 use index::Index;
@@ -47,8 +51,6 @@ const COMMAND_BUDGET: usize = 512;
 const SCRATCH_SIZE: usize = 64 * 1024;
 /// One TLS record's worth of plaintext.
 const PLAINTEXT_SIZE: usize = 16 * 1024;
-/// How long a closing connection may take to finish the close handshake.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
 const COMMAND_QUEUE: usize = 4096;
 /// Interval between two batches of a shutdown drain.
 const DRAIN_STEP: Duration = Duration::from_millis(25);
@@ -82,6 +84,15 @@ impl ShardSettings {
     fn tick(&self) -> Duration {
         let shortest = self.heartbeat_interval.min(self.connection_timeout);
         (shortest / 4).clamp(Duration::from_millis(5), Duration::from_millis(500))
+    }
+
+    fn connection_limits(&self) -> connection::Limits {
+        connection::Limits {
+            max_queued_bytes: self.max_queued_bytes,
+            max_control_frames_per_second: self.max_control_frames_per_second,
+            heartbeat_interval: self.heartbeat_interval,
+            connection_timeout: self.connection_timeout,
+        }
     }
 
     fn ws_config(&self) -> WebSocketConfig {
@@ -140,6 +151,7 @@ pub fn spawn(
         index,
         node,
         ws_config: settings.ws_config(),
+        limits: settings.connection_limits(),
         limiter: RateLimiter::new(settings.rate_limit_messages, settings.rate_limit_window),
         settings,
         poll,
@@ -199,6 +211,8 @@ struct Shard {
     node: u32,
     settings: ShardSettings,
     ws_config: WebSocketConfig,
+    /// What each connection is held to (from `settings`).
+    limits: connection::Limits,
     poll: Poll,
     commands: mpsc::Receiver<Command>,
     connections: Slab<Connection>,
@@ -223,7 +237,7 @@ struct Shard {
     /// Connections whose read budget ran out with data possibly left.
     pending_reads: Vec<usize>,
     reports: Vec<(oneshot::Sender<DeliveryReport>, usize)>,
-    expired: Vec<(usize, Option<CloseReason>)>,
+    expired: Vec<(usize, Due)>,
     ping: Arc<[u8]>,
     shutdown_deadline: Option<Instant>,
     drain: Option<Drain>,
@@ -239,26 +253,6 @@ fn fatal(shard: usize, what: &str) -> ! {
     );
     eprintln!("wsgate: shard {shard} {what}; aborting");
     std::process::abort();
-}
-
-/// Queues `chunk` on `conn`, marking it dirty; `false` when the queue
-/// overflowed and the connection must be closed as a slow consumer.
-fn enqueue(
-    conn: &mut Connection,
-    key: usize,
-    chunk: Chunk,
-    limit: usize,
-    dirty: &mut Vec<usize>,
-) -> bool {
-    if conn.outbound.push(chunk, limit).is_err() {
-        return false;
-    }
-    conn.messages_out += 1;
-    if !conn.dirty {
-        conn.dirty = true;
-        dirty.push(key);
-    }
-    true
 }
 
 impl Shard {
@@ -422,8 +416,6 @@ impl Shard {
             tracing::warn!(%error, "cannot register an upgraded socket");
             return;
         }
-        let now = Instant::now();
-        let now_ms = clock::unix_millis();
         let user = new.permit.user().clone();
         if self.settings.test_panic_user.as_deref() == Some(&*user) {
             panic!("fault injected by --test-shard-panic-user");
@@ -432,26 +424,15 @@ impl Shard {
         // close already handled here: refuse it now. A deactivation after
         // this check finds the connection in the index (commands are FIFO).
         let deactivated = new.permit.user_inactive();
-        let conn = entry.insert(Connection {
-            socket,
-            ws: WebSocketContext::new(Role::Server, Some(self.ws_config)),
+        let conn = entry.insert(Connection::new(
             id,
-            permit: new.permit,
-            subscriptions: EventSet::EMPTY,
-            outbound: Outbound::default(),
-            phase: Phase::Open,
-            dirty: false,
-            connected_at_ms: now_ms,
-            last_activity_ms: now_ms,
-            last_seen: now,
-            last_ping: now,
-            token_expires_at: new.claims.expires_at,
-            messages_in: 0,
-            messages_out: 0,
-            control_frames: 0,
-            echo: new.echo,
-            tls: new.tls,
-        });
+            socket,
+            new.tls,
+            self.ws_config,
+            new.permit,
+            new.claims.expires_at,
+            new.echo,
+        ));
         self.indexes.insert(key, conn);
         self.metrics.connection_opened();
         self.publish_stats();
@@ -461,9 +442,15 @@ impl Shard {
             self.close(key, CloseReason::Disconnected);
             return;
         }
-        if !new.echo {
-            let established = server::connection_established(&self.ids, &id.to_string(), &user);
-            self.reply(key, established, OutKind::ConnectionEstablished);
+        let mut cx = connection::Context {
+            ids: &self.ids,
+            limiter: &mut self.limiter,
+            metrics: &self.metrics,
+            limits: &self.limits,
+            dirty: &mut self.dirty,
+        };
+        if self.connections[key].greet(&mut cx).overflowed {
+            self.overflowed(key);
         }
         if !new.already_read.is_empty() {
             self.process_input(key, &new.already_read);
@@ -483,15 +470,6 @@ impl Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Guards the per-connection footprint behind the "2 KiB per idle
-    /// connection" target: the slab entry must stay small.
-    #[test]
-    fn connection_state_stays_small() {
-        let size = std::mem::size_of::<Connection>();
-        eprintln!("size_of::<Connection>() = {size}");
-        assert!(size <= 768, "Connection grew to {size} bytes");
-    }
 
     #[test]
     fn tick_is_a_fraction_of_the_shortest_timer() {

@@ -1,27 +1,26 @@
-//! The shard's clock work: the coarse sweep (heartbeat pings, the 4000
-//! connection timeout, 4001 token expiry, closing connections past their
-//! grace) and the shutdown drain that closes connections in batches.
+//! The shard's clock work: the coarse sweep over its connections (each
+//! connection says what is due: a heartbeat ping, the 4000 timeout, 4001
+//! token expiry, the end of its close grace; see `connection::timers`),
+//! the control-frame window, and the shutdown drain that closes
+//! connections in batches. The sweep carries out what is due; it decides
+//! no connection's deadlines itself.
 
 use std::time::{Duration, Instant};
 
-use super::{Drain, Shard, CLOSE_GRACE, DRAIN_STEP};
-
-/// The window of `--max-control-frames-per-second`.
-const CONTROL_WINDOW: Duration = Duration::from_secs(1);
-use crate::connection::outbound::Chunk;
-use crate::connection::Phase;
+use super::{Drain, Shard, DRAIN_STEP};
+use crate::connection::{Due, CLOSE_GRACE};
 use crate::metrics::DropReason;
 use crate::protocol::clock;
 use crate::ws::CloseReason;
+
+/// The window of `--max-control-frames-per-second`.
+const CONTROL_WINDOW: Duration = Duration::from_secs(1);
 
 impl Shard {
     /// The coarse timer sweep: heartbeats, timeouts, token expiry, and
     /// closing connections past their grace.
     pub(super) fn tick(&mut self, now: Instant) {
         let unix_now = clock::unix_seconds();
-        let timeout = self.settings.connection_timeout;
-        let heartbeat = self.settings.heartbeat_interval;
-        let limit = self.settings.max_queued_bytes;
         // The control frame cap is per second, in windows of this clock.
         let new_control_window = now.duration_since(self.control_window_start) >= CONTROL_WINDOW;
         if new_control_window {
@@ -29,40 +28,22 @@ impl Shard {
         }
         let mut expired = std::mem::take(&mut self.expired);
         for (key, conn) in self.connections.iter_mut() {
-            if new_control_window {
-                conn.control_frames = 0;
-            }
-            match conn.phase {
-                Phase::Closing { deadline, .. } => {
-                    if now >= deadline {
-                        expired.push((key, None));
-                    }
-                }
-                Phase::Open => {
-                    if now.duration_since(conn.last_seen) >= timeout {
-                        expired.push((key, Some(CloseReason::ConnectionTimeout)));
-                    } else if conn.token_expires_at <= unix_now {
-                        expired.push((key, Some(CloseReason::TokenExpired)));
-                    } else if now.duration_since(conn.last_ping) >= heartbeat {
-                        conn.last_ping = now;
-                        if conn
-                            .outbound
-                            .push(Chunk::Control(self.ping.clone()), limit)
-                            .is_err()
-                        {
-                            expired.push((key, Some(CloseReason::SlowConsumer)));
-                        } else if !conn.dirty {
-                            conn.dirty = true;
-                            self.dirty.push(key);
-                        }
-                    }
-                }
+            let due = conn.on_tick(
+                now,
+                unix_now,
+                new_control_window,
+                &self.limits,
+                &self.ping,
+                &mut self.dirty,
+            );
+            if let Some(due) = due {
+                expired.push((key, due));
             }
         }
-        for (key, reason) in expired.drain(..) {
-            match reason {
-                Some(reason) => self.close(key, reason),
-                None => self.remove(key, DropReason::ConnectionClosing),
+        for (key, due) in expired.drain(..) {
+            match due {
+                Due::Close(reason) => self.close(key, reason),
+                Due::Drop => self.remove(key, DropReason::ConnectionClosing),
             }
         }
         self.expired = expired;
@@ -101,9 +82,7 @@ impl Shard {
         for key in batch {
             self.close(key, CloseReason::ShuttingDown);
             if let Some(conn) = self.connections.get_mut(key) {
-                if let Phase::Closing { deadline: d, .. } = &mut conn.phase {
-                    *d = (*d).min(deadline);
-                }
+                conn.close_by(deadline);
             }
         }
     }
