@@ -334,20 +334,29 @@ describe("operator console in Chromium", () => {
       return (await button.count()) === 1;
     }, { what: "the new row" });
     await button.click();
+    // Each action's own result line, not just any "ok": the previous action's stays on the page.
+    const done = (action) =>
+      page.waitForFunction(
+        ([a, u]) => document.querySelector("#op-result")?.textContent === `${a} ${u}: done`,
+        [action, user],
+      );
     await confirmDialog(page, new RegExp(`Deactivate user ${user}`));
+    await done("deactivate");
     assert.equal((await sock.closed).code, 4003);
     assert.equal(await upgradeStatus(server, user), 401, "a deactivated user is refused");
     await page.click(`#op-deactivated button[data-activate="${user}"]`);
     await confirmDialog(page, new RegExp(`Activate user ${user}`));
-    await page.waitForSelector('#op-result[data-status="ok"]');
+    await done("activate");
     assert.equal(await upgradeStatus(server, user), 101, "activated again");
     // the same from the user field
     await page.fill("#op-user", user);
     await page.click("#op-deactivate");
     await confirmDialog(page, /Deactivate user/);
+    await done("deactivate");
     assert.equal(await upgradeStatus(server, user), 401);
     await page.click("#op-activate");
     await confirmDialog(page, /Activate user/);
+    await done("activate");
     assert.equal(await upgradeStatus(server, user), 101);
   });
 
