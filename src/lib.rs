@@ -42,6 +42,9 @@ pub mod webhook;
 pub mod ws;
 
 pub use app::Server;
+/// HS256 minting for tools and tests (`wsgate token`, the integration
+/// suite, `loadtest/`): see [`auth::mint`].
+pub use auth::mint::{mint_token, sign_claims};
 pub use config::Config;
 pub use gateway::Gateway;
 pub use hub::{Published, Target};

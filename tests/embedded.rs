@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tungstenite::{Message, WebSocket};
-use wsgate::auth::mint::mint_token;
+use wsgate::mint_token;
 use wsgate::{Config, Event, Server};
 
 fn connect(addr: std::net::SocketAddr, user: &str) -> WebSocket<TcpStream> {

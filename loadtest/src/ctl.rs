@@ -1,5 +1,7 @@
 //! The JSON-lines protocol between the coordinating process and its workers
-//! (in-process over a pipe, or child processes over stdin/stdout).
+//! (in-process over a pipe, or child processes over stdin/stdout), and the
+//! bounded error tallies both sides put in their reports. The pipes
+//! themselves are [`crate::links`] (coordinator) and [`crate::worker`].
 
 use std::collections::BTreeMap;
 
@@ -56,6 +58,18 @@ pub struct WorkerResult {
     pub last_ns: u64,
     /// Connections still open when the result was taken.
     pub open: u64,
+}
+
+/// Distinct error kinds kept per tally (the rest are summed under "other").
+const MAX_ERROR_KINDS: usize = 32;
+
+/// Counts one error of kind `what`.
+pub fn tally(errors: &mut BTreeMap<String, u64>, what: String) {
+    if errors.len() >= MAX_ERROR_KINDS && !errors.contains_key(&what) {
+        *errors.entry("other".into()).or_insert(0) += 1;
+    } else {
+        *errors.entry(what).or_insert(0) += 1;
+    }
 }
 
 /// Adds error tallies.
@@ -123,6 +137,22 @@ mod tests {
         let line = serde_json::to_string(&c).unwrap();
         assert_eq!(serde_json::from_str::<ToWorker>(&line).unwrap(), c);
         assert!(serde_json::from_str::<ToWorker>(r#"{"cmd":"bogus"}"#).is_err());
+    }
+
+    #[test]
+    fn tallies_are_bounded_in_kinds() {
+        let mut t = BTreeMap::new();
+        for i in 0..MAX_ERROR_KINDS + 5 {
+            tally(&mut t, format!("kind {i}"));
+        }
+        tally(&mut t, "kind 0".into());
+        assert_eq!(
+            t.len(),
+            MAX_ERROR_KINDS + 1,
+            "the kept kinds plus \"other\""
+        );
+        assert_eq!(t["other"], 5);
+        assert_eq!(t["kind 0"], 2, "a kept kind still counts");
     }
 
     #[test]

@@ -3,13 +3,14 @@
 //! loop is bounded in count and time, and the whole run by `--timeout`.
 
 mod cli;
-mod coord;
 mod ctl;
 mod http;
+mod links;
+mod procfs;
 mod proto;
 mod report;
+mod scenario;
 mod seq;
-mod soak;
 mod stats;
 mod worker;
 mod ws;
@@ -127,8 +128,9 @@ fn main() {
         cli.connections,
         cli.procs
     );
-    let res =
-        rt.block_on(async { tokio::time::timeout(timeout, coord::run(cli.clone(), target)).await });
+    let res = rt.block_on(async {
+        tokio::time::timeout(timeout, scenario::run(cli.clone(), target)).await
+    });
     let rows = match res {
         Ok(Ok(rows)) => rows,
         Ok(Err(e)) => {
@@ -174,7 +176,7 @@ fn main() {
                 cli.connections,
                 cli.churn
             );
-            soak::plot(&rows, &title, &path)
+            scenario::soak::plot(&rows, &title, &path)
         } else {
             let title = format!(
                 "{} latency CDF, {} (n={})",

@@ -2,50 +2,20 @@
 //! tolerant parser for server frames.
 
 use std::borrow::Cow;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Result;
-use jsonwebtoken::{encode, EncodingKey, Header};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 pub const EVENT: &str = "system.notification";
 
-#[derive(Serialize)]
-struct Claims<'a> {
-    sub: &'a str,
-    exp: u64,
-    iat: u64,
-}
+/// Tokens outlive any run.
+const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// Mints HS256 tokens with `sub` and `exp` (valid for `ttl_s`).
-pub struct TokenMinter {
-    key: EncodingKey,
-    header: Header,
-}
-
-impl TokenMinter {
-    pub fn new(secret: &str) -> Self {
-        Self {
-            key: EncodingKey::from_secret(secret.as_bytes()),
-            header: Header::default(),
-        }
-    }
-
-    pub fn mint(&self, sub: &str, ttl_s: u64) -> Result<String> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        Ok(encode(
-            &self.header,
-            &Claims {
-                sub,
-                exp: now + ttl_s,
-                iat: now,
-            },
-            &self.key,
-        )?)
-    }
+/// A token for user `sub`, valid for 24 h, minted by wsgate's own minting
+/// ([`wsgate::mint_token`]) so the load generator signs what the tests sign.
+pub fn token(secret: &str, sub: &str) -> Result<String> {
+    Ok(wsgate::mint_token(secret, sub, TOKEN_TTL, &[])?)
 }
 
 /// CLOCK_MONOTONIC in ns: one clock for every process on the machine, so a
@@ -193,16 +163,18 @@ mod tests {
     }
 
     #[test]
-    fn tokens_are_hs256_with_sub_and_exp() {
-        let t = TokenMinter::new("s").mint("user-1", 3600).unwrap();
-        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
-        v.set_required_spec_claims(&["exp", "sub"]);
-        let d = jsonwebtoken::decode::<serde_json::Value>(
-            &t,
-            &jsonwebtoken::DecodingKey::from_secret(b"s"),
-            &v,
+    fn tokens_name_the_user_and_last_a_day() {
+        use base64::Engine;
+        let t = token("s", "user-1").unwrap();
+        let payload = t.split('.').nth(1).unwrap();
+        let claims: serde_json::Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .unwrap(),
         )
         .unwrap();
-        assert_eq!(d.claims["sub"], "user-1");
+        assert_eq!(claims["sub"], "user-1");
+        let ttl = claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap();
+        assert_eq!(ttl, 24 * 3600);
     }
 }

@@ -1,4 +1,5 @@
-//! Result rows: ordered JSON lines, a human table, loss warnings and the SVG plot.
+//! Result rows: ordered JSON lines, a human table, loss warnings, the exit
+//! status and the latency CDF plot. Scenario-agnostic: scenarios fill rows.
 
 use std::io::Write;
 use std::path::Path;
@@ -21,7 +22,7 @@ pub struct Row {
     /// and the tool exit with status 5.
     pub growth: Vec<String>,
     /// Soak: the sampled time series and growth decisions, for the plot.
-    pub soak: Option<Box<crate::soak::SoakPlot>>,
+    pub soak: Option<Box<crate::scenario::soak::plot::SoakPlot>>,
 }
 
 impl Row {
@@ -89,6 +90,11 @@ impl Row {
         s.push('}');
         s
     }
+}
+
+/// Rounds a figure to two decimals for the row.
+pub fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
 }
 
 fn cell(v: &Value) -> String {

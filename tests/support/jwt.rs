@@ -1,10 +1,11 @@
-//! Minting test JWTs.
+//! Test tokens. Valid ones and any claim set are signed by the library's
+//! one minting code ([`wsgate::mint_token`], [`wsgate::sign_claims`]); only
+//! the deliberately unsigned `alg: none` token is built here by hand.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::Value;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub fn now_secs() -> i64 {
     SystemTime::now()
@@ -13,14 +14,16 @@ pub fn now_secs() -> i64 {
         .as_secs() as i64
 }
 
-/// An HS256 JWT over exactly `claims`.
+/// A valid HS256 token for `sub` (`sub`, `iat`, `exp` in `ttl`).
+pub fn mint(secret: &str, sub: &str, ttl: Duration) -> String {
+    wsgate::mint_token(secret, sub, ttl, &[]).expect("mint a test JWT")
+}
+
+/// An HS256 JWT over exactly `claims` (a JSON object): expired, no `sub`,
+/// `nbf` in the future, another secret, ...
 pub fn sign_hs256(secret: &str, claims: &Value) -> String {
-    encode(
-        &Header::default(),
-        claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("encode a test JWT")
+    let claims = claims.as_object().expect("JWT claims are a JSON object");
+    wsgate::sign_claims(secret, claims).expect("sign a test JWT")
 }
 
 /// An unsigned `alg: none` JWT over `claims` (must be refused).

@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::jwt::{now_secs, sign_hs256};
+use super::jwt::{mint, sign_hs256};
 use super::random_string;
 use super::ws::{TokenVia, WsClient};
 
@@ -260,8 +260,7 @@ impl TestServer {
 
     /// A valid HS256 token for `sub`, expiring in an hour.
     pub fn token(&self, sub: &str) -> String {
-        let now = now_secs();
-        self.token_with(&json!({"sub": sub, "iat": now, "exp": now + 3600}))
+        mint(&self.secret, sub, Duration::from_secs(3600))
     }
 
     /// An HS256 token over exactly `claims`, signed with the server secret.
