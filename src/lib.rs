@@ -20,8 +20,11 @@
 //! Around them: [`config`] (parsed once), [`app`] (wiring and shutdown
 //! order), [`shutdown`], [`telemetry`], [`metrics`], [`webhook`], and
 //! [`cluster`] (with `--redis-url`: the backplane that makes many nodes
-//! one gateway; a no-op otherwise).
+//! one gateway; a no-op otherwise; it reaches the hub only through the
+//! [`cluster::InboundPort`] the hub implements). [`address`] is the leaf
+//! that names recipients ([`Target`], connection ids) for all of them.
 
+pub mod address;
 pub mod app;
 pub mod auth;
 pub mod cluster;
@@ -39,8 +42,9 @@ pub mod telemetry;
 pub mod webhook;
 pub mod ws;
 
+pub use address::Target;
 pub use app::Server;
 pub use config::Config;
 pub use gateway::Gateway;
-pub use hub::{Published, Target};
+pub use hub::Published;
 pub use protocol::Event;

@@ -13,7 +13,7 @@ use std::time::Instant;
 use serde::Serialize;
 use tungstenite::protocol::WebSocketContext;
 
-use crate::hub::conn_id::ConnId;
+use crate::address::ConnId;
 use crate::limits::ConnectionPermit;
 use crate::protocol::EventSet;
 pub use outbound::{Chunk, Outbound};

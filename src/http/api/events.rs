@@ -9,9 +9,10 @@ use hyper::StatusCode;
 use serde_json::{Map, Value};
 
 use super::id_list;
+use crate::address::Target;
 use crate::http::response::{json, ApiError, Response};
 use crate::http::AppState;
-use crate::hub::{PublishError, Published, Target};
+use crate::hub::{PublishError, Published};
 use crate::protocol::Event;
 
 pub async fn publish(

@@ -1,4 +1,10 @@
-//! Compact connection ids: node tag, shard, slot generation and slab key.
+//! Addresses: who a published event is for ([`Target`]) and the compact
+//! connection ids ([`ConnId`]: node tag, shard, slot generation, slab key)
+//! that name one connection across the cluster.
+//!
+//! A leaf: the hub, the shards, the connection and the cluster backplane
+//! all speak these types, so none of them has to import another to name a
+//! recipient. It must hold no state beyond the per-process nonce.
 //!
 //! The generation makes a reused slab slot a different id, so a message
 //! addressed to a closed connection can never reach the next occupant of
@@ -15,6 +21,37 @@
 
 use std::fmt;
 use std::sync::LazyLock;
+
+/// Who receives a published event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// The connections subscribed to the event's type.
+    Subscribers,
+    /// Every connection.
+    All,
+    /// Every connection of these users plus these connections (by public
+    /// id), each at most once; unknown ids are skipped.
+    Selected {
+        users: Vec<String>,
+        connections: Vec<String>,
+    },
+}
+
+impl Target {
+    pub fn users(users: Vec<String>) -> Target {
+        Target::Selected {
+            users,
+            connections: Vec::new(),
+        }
+    }
+
+    pub fn connections(connections: Vec<String>) -> Target {
+        Target::Selected {
+            users: Vec::new(),
+            connections,
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId {
