@@ -4,7 +4,9 @@
 //!
 //! A leaf: the hub, the shards, the connection and the cluster backplane
 //! all speak these types, so none of them has to import another to name a
-//! recipient. It must hold no state beyond the per-process nonce.
+//! recipient. It must hold no state beyond the per-process nonce. It also
+//! reads ids as JSON carries them ([`JsonId`]: a string or a number), for
+//! the server API's bodies and the token's `sub`.
 //!
 //! The generation makes a reused slab slot a different id, so a message
 //! addressed to a closed connection can never reach the next occupant of
@@ -21,6 +23,26 @@
 
 use std::fmt;
 use std::sync::LazyLock;
+
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+
+/// A user or connection id as JSON carries it: a string, or a number (kept
+/// as its JSON text, `42` → `"42"`). Emptiness is the caller's rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonId(pub String);
+
+impl<'de> Deserialize<'de> for JsonId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<JsonId, D::Error> {
+        match Value::deserialize(deserializer)? {
+            Value::String(text) => Ok(JsonId(text)),
+            Value::Number(number) => Ok(JsonId(number.to_string())),
+            other => Err(serde::de::Error::custom(format!(
+                "an id must be a string or a number, not {other}"
+            ))),
+        }
+    }
+}
 
 /// Who receives a published event.
 #[derive(Debug, Clone, PartialEq)]

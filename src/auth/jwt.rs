@@ -11,8 +11,10 @@
 use std::path::Path;
 
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::address::JsonId;
 use crate::config::AuthConfig;
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -132,10 +134,9 @@ impl TokenVerifier {
         };
         let data = decode::<Map<String, Value>>(token, &keyed.key, &keyed.validation)
             .map_err(map_jwt_error)?;
-        let claims = data.claims;
-        let user_id = match claims.get("sub") {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
+        let mut claims = data.claims;
+        let user_id = match claims.remove("sub").map(JsonId::deserialize) {
+            Some(Ok(JsonId(sub))) if !sub.is_empty() => sub,
             _ => return Err(AuthError::MissingSubject),
         };
         let expires_at = claims

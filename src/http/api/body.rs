@@ -12,28 +12,12 @@ use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::address::JsonId;
 use crate::protocol::Event;
 
-/// A user or connection id as a backend sends it: a JSON string, or a
-/// number (kept as its JSON text, `42` → `"42"`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Id(pub String);
-
-impl<'de> Deserialize<'de> for Id {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Id, D::Error> {
-        match Value::deserialize(deserializer)? {
-            Value::String(text) => Ok(Id(text)),
-            Value::Number(number) => Ok(Id(number.to_string())),
-            other => Err(de::Error::custom(format!(
-                "an id must be a string or a number, not {other}"
-            ))),
-        }
-    }
-}
-
 /// Ids as plain strings, for the hub.
-pub fn ids(ids: Vec<Id>) -> Vec<String> {
-    ids.into_iter().map(|Id(id)| id).collect()
+pub fn ids(ids: Vec<JsonId>) -> Vec<String> {
+    ids.into_iter().map(|JsonId(id)| id).collect()
 }
 
 /// `POST /events`.
@@ -43,8 +27,8 @@ pub struct PublishBody {
     pub event: Event,
     #[serde(default = "empty_object")]
     pub data: Value,
-    pub users: Option<Vec<Id>>,
-    pub connections: Option<Vec<Id>>,
+    pub users: Option<Vec<JsonId>>,
+    pub connections: Option<Vec<JsonId>>,
     pub all: Option<bool>,
 }
 
@@ -53,7 +37,7 @@ pub struct PublishBody {
 pub struct NotificationBody {
     pub message: String,
     pub level: Option<Level>,
-    pub users: Option<Vec<Id>>,
+    pub users: Option<Vec<JsonId>>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -81,13 +65,13 @@ impl Level {
 pub struct ReviewUpdatedBody {
     #[serde(default)]
     pub changes: Map<String, Value>,
-    pub users: Option<Vec<Id>>,
+    pub users: Option<Vec<JsonId>>,
 }
 
 /// `POST /files/{id}/status`.
 #[derive(Debug, Deserialize)]
 pub struct FileStatusBody {
-    pub user_id: Id,
+    pub user_id: JsonId,
     pub status: String,
     pub progress: Option<f64>,
 }
