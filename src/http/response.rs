@@ -1,8 +1,9 @@
 //! Every HTTP answer the gateway gives that isn't a 101: JSON bodies, the
 //! `{"code", "detail"}` error shape and `Retry-After`. The one place where
 //! an [`ApiError`] becomes a status line, and where each lower layer's
-//! error (`ShardGone`, `PublishError`, `AuthError`, `AdmissionError`)
-//! becomes an `ApiError` (its `From` impls; handlers just use `?`).
+//! error (`ShardGone`, `PublishError`, `UpgradeError`, `AuthError`,
+//! `AdmissionError`) becomes an `ApiError`: its `From` impls, so handlers
+//! just use `?` or `.into()`.
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -14,6 +15,7 @@ use crate::auth::AuthError;
 use crate::hub::shard::ShardGone;
 use crate::hub::PublishError;
 use crate::limits::AdmissionError;
+use crate::ws::upgrade::UpgradeError;
 
 pub type Response = hyper::Response<Full<Bytes>>;
 
@@ -165,6 +167,13 @@ impl From<PublishError> for ApiError {
             )),
             PublishError::ShardGone(gone) => gone.into(),
         }
+    }
+}
+
+/// Not a valid WebSocket upgrade request.
+impl From<UpgradeError> for ApiError {
+    fn from(error: UpgradeError) -> Self {
+        ApiError::bad_request(error.to_string())
     }
 }
 

@@ -64,7 +64,7 @@ struct Admitted {
 pub fn handle_echo(state: &Arc<AppState>, mut request: Request<Incoming>) -> Response {
     let accept = match upgrade::check_request(request.method(), request.headers()) {
         Ok(accept) => accept,
-        Err(e) => return ApiError::bad_request(e.to_string()).into_closing_response(),
+        Err(e) => return ApiError::from(e).into_closing_response(),
     };
     let n = state
         .echo_connections
@@ -110,12 +110,8 @@ fn check(
     request: &Request<Incoming>,
     path_token: Option<String>,
 ) -> Result<Checked, Refusal> {
-    let accept = upgrade::check_request(request.method(), request.headers()).map_err(|e| {
-        (
-            RefusalReason::BadRequest,
-            ApiError::bad_request(e.to_string()),
-        )
-    })?;
+    let accept = upgrade::check_request(request.method(), request.headers())
+        .map_err(|e| (RefusalReason::BadRequest, e.into()))?;
     // Cheapest refusal first: a reconnect storm costs no signature check.
     if let Some(limiter) = &state.connect_rate {
         if !limiter.try_acquire(peer.ip(), Instant::now()) {
