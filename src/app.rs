@@ -119,6 +119,11 @@ impl Server {
             Some((redis, _)) => Some(redis.clone()),
             None => None,
         };
+        let admission = Admission::with_shared(
+            config.limits.max_connections,
+            config.limits.max_connections_per_user,
+            shared_slots,
+        );
         let hub = Arc::new(
             Hub::start(
                 config.shards,
@@ -127,13 +132,9 @@ impl Server {
                 webhook,
                 config.node_id.clone(),
                 backplane,
+                admission.clone(),
             )
             .map_err(StartError::Shards)?,
-        );
-        let admission = Admission::with_shared(
-            config.limits.max_connections,
-            config.limits.max_connections_per_user,
-            shared_slots,
         );
         tracing::info!(
             node_id = %config.node_id,
@@ -146,9 +147,9 @@ impl Server {
             );
         }
         if let Some((_, tasks)) = redis {
-            tasks.spawn(hub.clone(), admission.clone(), &tracker, shutdown.clone());
+            tasks.spawn(hub.clone(), &tracker, shutdown.clone());
         }
-        let gateway = Gateway::new(hub.clone(), admission.clone());
+        let gateway = Gateway::new(hub.clone());
         let connect_rate = crate::limits::ConnectRateLimiter::new(config.connection_rate_limit);
         let state = Arc::new(AppState {
             config: Arc::new(config),

@@ -1,7 +1,7 @@
 //! The library API for embedding wsgate in a Rust backend: a cheap,
 //! cloneable [`Gateway`] handle that does what the server API does.
 //!
-//! It is a thin façade over the hub and admission; the server API's
+//! It is a thin façade over the hub; the server API's
 //! handlers use the same helpers, so both paths build identical messages.
 //!
 //! ```no_run
@@ -31,22 +31,20 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use crate::address::Target;
 use crate::connection::ConnectionInfo;
 use crate::hub::shard::ShardGone;
-use crate::hub::{Hub, PublishError, Published, Stats, Target};
-use crate::limits::Admission;
+use crate::hub::{Hub, PublishError, Published, Stats};
 use crate::protocol::{clock, Event};
-use crate::ws::CloseReason;
 
 #[derive(Clone)]
 pub struct Gateway {
     hub: Arc<Hub>,
-    admission: Arc<Admission>,
 }
 
 impl Gateway {
-    pub(crate) fn new(hub: Arc<Hub>, admission: Arc<Admission>) -> Self {
-        Gateway { hub, admission }
+    pub(crate) fn new(hub: Arc<Hub>) -> Self {
+        Gateway { hub }
     }
 
     /// Publishes `event` with `data` to `target`.
@@ -164,29 +162,18 @@ impl Gateway {
     /// connection. In cluster mode a connection of another node is closed
     /// by that node (asked through the backplane).
     pub async fn disconnect(&self, connection_id: &str) -> Result<bool, ShardGone> {
-        if self.hub.is_foreign_connection(connection_id) {
-            return Ok(self.hub.backplane().disconnect_remote(connection_id).await);
-        }
-        self.hub
-            .disconnect(connection_id, CloseReason::Disconnected)
-            .await
+        self.hub.disconnect_anywhere(connection_id).await
     }
 
     /// Closes the user's connections with 4003 and refuses new ones (on
     /// every node in cluster mode); returns how many closed on this node.
     pub async fn deactivate_user(&self, user_id: &str) -> Result<usize, ShardGone> {
-        // Refuse new handshakes first, so none slips in after the close.
-        self.admission.deactivate(user_id);
-        self.hub.backplane().user_deactivated(user_id);
-        self.hub
-            .disconnect_user(user_id, CloseReason::Disconnected)
-            .await
+        self.hub.deactivate_user(user_id).await
     }
 
     /// Accepts the user's handshakes again (on every node in cluster mode).
     pub fn activate_user(&self, user_id: &str) {
-        self.admission.activate(user_id);
-        self.hub.backplane().user_activated(user_id);
+        self.hub.activate_user(user_id);
     }
 
     pub async fn connections(

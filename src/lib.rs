@@ -22,8 +22,11 @@
 //! Around them: [`config`] (parsed once), [`app`] (wiring and shutdown
 //! order), [`shutdown`], [`telemetry`], [`metrics`], [`webhook`], and
 //! [`cluster`] (with `--redis-url`: the backplane that makes many nodes
-//! one gateway; a no-op otherwise).
+//! one gateway; a no-op otherwise; it reaches the hub only through the
+//! [`cluster::InboundPort`] the hub implements). [`address`] is the leaf
+//! that names recipients ([`Target`], connection ids) for all of them.
 
+pub mod address;
 pub mod app;
 pub mod auth;
 pub mod cluster;
@@ -41,11 +44,12 @@ pub mod telemetry;
 pub mod webhook;
 pub mod ws;
 
+pub use address::Target;
 pub use app::Server;
 /// HS256 minting for tools and tests (`wsgate token`, the integration
 /// suite, `loadtest/`): see [`auth::mint`].
 pub use auth::mint::{mint_token, sign_claims};
 pub use config::Config;
 pub use gateway::Gateway;
-pub use hub::{Published, Target};
+pub use hub::Published;
 pub use protocol::Event;

@@ -145,6 +145,7 @@ async fn a_connection_registered_after_its_user_was_deactivated_is_closed_4003()
         max_control_frames_per_second: 100,
         test_panic_user: None,
     };
+    let admission = Admission::new(10, 3);
     let hub = Hub::start(
         1,
         settings,
@@ -152,9 +153,9 @@ async fn a_connection_registered_after_its_user_was_deactivated_is_closed_4003()
         None,
         "node".into(),
         Arc::new(LocalBackplane),
+        admission.clone(),
     )
     .expect("hub");
-    let admission = Admission::new(10, 3);
     let permit = admission.admit("late").await.expect("admitted");
     admission.deactivate("late");
     let closed = hub

@@ -1,4 +1,6 @@
-//! Token verification: signature, `exp`, `nbf`, `iss`, `aud`, `sub`.
+//! Token verification: signature, `exp`, `nbf`, `iss`, `aud`, `sub`, and
+//! `--jwt-leeway`, applied here once (to the checks and to the expiry the
+//! connection is closed at).
 //!
 //! Owns the decoding keys and the accepted algorithms. The algorithm is
 //! chosen by the key the operator configured, never by the token alone:
@@ -9,8 +11,10 @@
 use std::path::Path;
 
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::address::JsonId;
 use crate::config::AuthConfig;
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -52,7 +56,8 @@ pub enum KeyError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claims {
     pub user_id: String,
-    /// `exp`, seconds since the epoch: the shard closes with 4001 past it.
+    /// `exp` plus `--jwt-leeway`, seconds since the epoch: the shard
+    /// closes with 4001 past it (the same grace the handshake allowed).
     pub expires_at: u64,
 }
 
@@ -64,6 +69,8 @@ struct KeyedValidation {
 pub struct TokenVerifier {
     hmac: Option<KeyedValidation>,
     public: Option<(Algorithm, KeyedValidation)>,
+    /// `--jwt-leeway` in seconds: allowed past `exp` (and before `nbf`).
+    leeway_secs: u64,
 }
 
 impl TokenVerifier {
@@ -108,7 +115,11 @@ impl TokenVerifier {
             }
             None => None,
         };
-        Ok(TokenVerifier { hmac, public })
+        Ok(TokenVerifier {
+            hmac,
+            public,
+            leeway_secs: config.leeway.as_secs(),
+        })
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
@@ -123,10 +134,9 @@ impl TokenVerifier {
         };
         let data = decode::<Map<String, Value>>(token, &keyed.key, &keyed.validation)
             .map_err(map_jwt_error)?;
-        let claims = data.claims;
-        let user_id = match claims.get("sub") {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
+        let mut claims = data.claims;
+        let user_id = match claims.remove("sub").map(JsonId::deserialize) {
+            Some(Ok(JsonId(sub))) if !sub.is_empty() => sub,
             _ => return Err(AuthError::MissingSubject),
         };
         let expires_at = claims
@@ -136,7 +146,7 @@ impl TokenVerifier {
             .ok_or(AuthError::MissingExpiry)? as u64;
         Ok(Claims {
             user_id,
-            expires_at,
+            expires_at: expires_at.saturating_add(self.leeway_secs),
         })
     }
 }
@@ -279,6 +289,21 @@ mod tests {
             b"s3cret",
         );
         assert_eq!(verifier.verify(&rs), Err(AuthError::AlgorithmNotAccepted));
+    }
+
+    #[test]
+    fn the_leeway_extends_the_connections_expiry() {
+        let mut cfg = config("k");
+        cfg.leeway = Duration::from_secs(30);
+        let verifier = TokenVerifier::new(&cfg).expect("verifier");
+        let exp = now() - 10;
+        let token = raw_token(json!({"alg":"HS256"}), json!({"sub":"a","exp": exp}), b"k");
+        assert_eq!(
+            verifier.verify(&token).expect("within leeway").expires_at,
+            exp + 30
+        );
+        let strict = TokenVerifier::new(&config("k")).expect("verifier");
+        assert_eq!(strict.verify(&token), Err(AuthError::Expired));
     }
 
     #[test]

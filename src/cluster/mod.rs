@@ -7,21 +7,23 @@
 //! nothing at all, so a single node pays one no-op virtual call per publish
 //! and nothing else.
 //!
-//! It must not touch sockets or connection state: remote events come back
-//! in through [`Hub::deliver_remote`](crate::hub::Hub::deliver_remote) and
-//! the hub's close calls. It must never block the caller: every method of
-//! the trait either returns at once (hand-off to a task over a channel) or
-//! is awaited on the server API's own path, with a deadline.
+//! It must not touch sockets or connection state, and it never names the
+//! hub: other nodes' messages come in through the [`InboundPort`] it is
+//! given (the hub implements it), so the backplane can be driven and tested
+//! without shard threads. It must never block the caller: every method of
+//! [`Backplane`] either returns at once (hand-off to a task over a channel)
+//! or is awaited on the server API's own path, with a deadline.
 
 pub mod redis;
 pub mod wire;
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 
 use serde_json::Value;
 
-use crate::hub::Target;
+use crate::address::Target;
 use crate::protocol::Event;
 
 /// A boxed future, for the trait's few async calls (keeps it object-safe).
@@ -120,4 +122,53 @@ impl Backplane for LocalBackplane {
     fn user_deactivated(&self, _user: &str) {}
 
     fn user_activated(&self, _user: &str) {}
+}
+
+/// How the backplane reaches this node: what it calls when another node's
+/// message arrives. Implemented by the hub (and, in tests, by a recorder).
+/// Every call acts on this node only and never goes back to the backplane.
+pub trait InboundPort: Send + Sync + 'static {
+    /// Another node's event (with that node's id and timestamp) for this
+    /// node's connections matching `target`: framed once, never
+    /// republished, not waited for.
+    fn deliver(
+        &self,
+        id: String,
+        timestamp: &str,
+        event: Event,
+        data: &Value,
+        target: &Target,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// Another node's event for `user`'s connections here that are
+    /// subscribed to it (how `upload.cancelled` reaches a user's other nodes).
+    fn deliver_to_subscribed_user(
+        &self,
+        id: String,
+        timestamp: &str,
+        event: Event,
+        data: &Value,
+        user: &str,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// Another node asks to close this node's connection `connection_id`
+    /// with 4003; resolves to whether it was open.
+    fn disconnect(&self, connection_id: &str) -> impl Future<Output = bool> + Send;
+
+    /// Another node deactivated `user`: refuse their handshakes here and
+    /// close their connections; resolves to how many closed.
+    fn user_deactivated(&self, user: &str) -> impl Future<Output = usize> + Send;
+
+    /// Another node activated `user`: accept their handshakes here again.
+    fn user_activated(&self, user: &str);
+
+    /// The cluster's deactivated users, loaded on every (re)join: they
+    /// replace this node's set, and the users new to it are disconnected.
+    fn inactive_users_loaded(&self, users: HashSet<String>) -> impl Future<Output = ()> + Send;
+
+    /// A (de)activation this node decided while the backplane was away, put
+    /// back after the rejoin replaced the set (it is then written to the
+    /// cluster). Only the set changes: the connections were closed when the
+    /// decision was made.
+    fn restore_local_decision(&self, user: &str, inactive: bool);
 }

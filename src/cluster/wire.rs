@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::OutboundEvent;
-use crate::hub::Target;
+use crate::address::Target;
 use crate::protocol::Event;
 
 /// Version of this format; a node drops messages of another version.

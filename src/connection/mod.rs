@@ -30,7 +30,7 @@ use serde::Serialize;
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 
 // The one import of `ConnId` in this module tree.
-use crate::hub::conn_id::ConnId;
+use crate::address::ConnId;
 use crate::limits::ConnectionPermit;
 use crate::metrics::{DropReason, Metrics};
 use crate::protocol::EventSet;

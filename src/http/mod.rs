@@ -91,7 +91,7 @@ pub async fn route(
 /// balancer must not drop them all), but degraded while the cluster
 /// backplane is down.
 fn health(state: &AppState) -> Response {
-    let body = match state.hub.backplane().state() {
+    let body = match state.hub.backplane_state() {
         BackplaneState::Local => serde_json::json!({"status": "ok"}),
         BackplaneState::Up => serde_json::json!({"status": "ok", "backplane": "connected"}),
         BackplaneState::Down => {

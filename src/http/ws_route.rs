@@ -17,17 +17,16 @@ use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::response::{ApiError, Response};
+use super::response::{ApiError, Response, RETRY_CAPACITY_SECS};
 use super::{uri, AppState};
-use crate::auth::AuthError;
+use crate::auth::{bearer_token, AuthError};
 use crate::hub::command::NewConnection;
 use crate::limits::AdmissionError;
 use crate::metrics::RefusalReason;
 use crate::ws::upgrade::{self, offered_protocols};
 
-/// Suggested wait before retrying a refused handshake, in seconds.
-const RETRY_USER_LIMIT_SECS: u64 = 5;
-const RETRY_CAPACITY_SECS: u64 = 5;
+/// Suggested wait before retrying a handshake refused by the connection
+/// rate limit, in seconds.
 const RETRY_RATE_SECS: u64 = 1;
 const SUBPROTOCOL: &str = "wsgate.v1";
 
@@ -46,7 +45,7 @@ pub async fn handle(
         Ok(admitted) => upgrade(state, &mut request, admitted, false),
         Err((reason, error)) => {
             state.metrics.refused(reason);
-            tracing::debug!(code = error.code, detail = %error.detail, "handshake refused");
+            tracing::debug!(code = error.code.as_str(), detail = %error.detail, "handshake refused");
             error.into_closing_response()
         }
     }
@@ -65,7 +64,7 @@ struct Admitted {
 pub fn handle_echo(state: &Arc<AppState>, mut request: Request<Incoming>) -> Response {
     let accept = match upgrade::check_request(request.method(), request.headers()) {
         Ok(accept) => accept,
-        Err(e) => return ApiError::bad_request(e.to_string()).into_closing_response(),
+        Err(e) => return ApiError::from(e).into_closing_response(),
     };
     let n = state
         .echo_connections
@@ -101,10 +100,7 @@ struct Checked {
 type Refusal = (RefusalReason, ApiError);
 
 fn unauthorized(e: AuthError) -> Refusal {
-    (
-        RefusalReason::Unauthorized,
-        ApiError::unauthorized(e.to_string()),
-    )
+    (RefusalReason::Unauthorized, e.into())
 }
 
 /// Upgrade headers and token: everything before admission, synchronously.
@@ -114,12 +110,8 @@ fn check(
     request: &Request<Incoming>,
     path_token: Option<String>,
 ) -> Result<Checked, Refusal> {
-    let accept = upgrade::check_request(request.method(), request.headers()).map_err(|e| {
-        (
-            RefusalReason::BadRequest,
-            ApiError::bad_request(e.to_string()),
-        )
-    })?;
+    let accept = upgrade::check_request(request.method(), request.headers())
+        .map_err(|e| (RefusalReason::BadRequest, e.into()))?;
     // Cheapest refusal first: a reconnect storm costs no signature check.
     if let Some(limiter) = &state.connect_rate {
         if !limiter.try_acquire(peer.ip(), Instant::now()) {
@@ -139,7 +131,7 @@ fn check(
     }
     let verified = extract_token(request, path_token)
         .and_then(|token| state.verifier.verify(&token).map_err(unauthorized));
-    let mut claims = match verified {
+    let claims = match verified {
         Ok(claims) => claims,
         Err(refusal) => {
             // A bad token must not spend the upgrades valid users need.
@@ -149,9 +141,6 @@ fn check(
             return Err(refusal);
         }
     };
-    claims.expires_at = claims
-        .expires_at
-        .saturating_add(state.config.auth.leeway.as_secs());
     let subprotocol = offered_protocols(request.headers()).any(|p| p == SUBPROTOCOL);
     Ok(Checked {
         accept,
@@ -168,21 +157,14 @@ async fn admit(state: &AppState, checked: Checked) -> Result<Admitted, Refusal> 
         subprotocol,
         claims,
     } = checked;
-    let permit = state
-        .admission
-        .admit(&claims.user_id)
-        .await
-        .map_err(|e| match e {
-            AdmissionError::UserInactive => unauthorized(AuthError::UserInactive),
-            AdmissionError::TooManyForUser => (
-                RefusalReason::TooManyConnections,
-                ApiError::too_many_connections(RETRY_USER_LIMIT_SECS),
-            ),
-            AdmissionError::AtCapacity => (
-                RefusalReason::ServerAtCapacity,
-                ApiError::at_capacity(RETRY_CAPACITY_SECS),
-            ),
-        })?;
+    let permit = state.admission.admit(&claims.user_id).await.map_err(|e| {
+        let reason = match e {
+            AdmissionError::UserInactive => RefusalReason::Unauthorized,
+            AdmissionError::TooManyForUser => RefusalReason::TooManyConnections,
+            AdmissionError::AtCapacity => RefusalReason::ServerAtCapacity,
+        };
+        (reason, ApiError::from(e))
+    })?;
     Ok(Admitted {
         accept,
         subprotocol,
@@ -213,11 +195,8 @@ fn extract_token(
         let value = value
             .to_str()
             .map_err(|_| unauthorized(AuthError::Malformed))?;
-        if let Some(token) = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-        {
-            return Ok(token.trim().to_owned());
+        if let Some(token) = bearer_token(value) {
+            return Ok(token.to_owned());
         }
     }
     if let Some(token) =
@@ -236,7 +215,6 @@ fn upgrade(
 ) -> Response {
     let on_upgrade = hyper::upgrade::on(request);
     let hub = state.hub.clone();
-    let admission = state.admission.clone();
     let NewConnectionParts { claims, permit } = admitted.connection;
     state.tracker.spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -271,7 +249,7 @@ fn upgrade(
             }
         };
         // Deactivated (maybe on another node) while the upgrade finished.
-        if admission.is_inactive(permit.user()) {
+        if permit.user_inactive() {
             tracing::debug!("user deactivated during the upgrade; connection dropped");
             return;
         }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use super::conn_id::ConnId;
+use crate::address::ConnId;
 use crate::auth::Claims;
 use crate::connection::ConnectionInfo;
 use crate::limits::ConnectionPermit;

@@ -8,14 +8,15 @@
 //! or a connection's state directly.
 //!
 //! In cluster mode it hands each local publish to the [`Backplane`] once the
-//! shards have it (never awaiting the network), and other nodes' events
-//! come back in through [`Hub::deliver_remote`] (and
-//! [`Hub::deliver_remote_to_subscribed_user`] for `upload.cancelled`),
-//! which deliver on this node only, never republish, and drop (counted)
-//! what is over this node's `--max-message-size`.
+//! shards have it (never awaiting the network); other nodes' messages come
+//! back in through the hub's [`InboundPort`](crate::cluster::InboundPort)
+//! implementation (`inbound`). `deactivation` owns what (de)activating a
+//! user does. Callers above (the server API, the library handle) reach the
+//! cluster only through the hub's methods, never the backplane itself.
 
 pub mod command;
-pub mod conn_id;
+mod deactivation;
+mod inbound;
 pub mod shard;
 
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
@@ -28,47 +29,17 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use crate::cluster::{Backplane, OutboundEvent};
+use crate::address::{node_tag, ConnId, Target};
+use crate::cluster::{Backplane, BackplaneState, OutboundEvent};
 use crate::connection::ConnectionInfo;
-use crate::metrics::{DropReason, Metrics, OutKind};
+use crate::limits::Admission;
+use crate::metrics::{Metrics, OutKind};
 use crate::protocol::envelope::encode_as;
 use crate::protocol::{clock, Event, MessageIds};
 use crate::webhook::WebhookQueue;
 use crate::ws::{frame, CloseReason};
 use command::{CloseTarget, Command, Delivery, DeliveryReport, NewConnection, ShardTarget};
-use conn_id::ConnId;
 use shard::{ShardGone, ShardHandle, ShardSettings};
-
-/// Who receives a published event.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Target {
-    /// The connections subscribed to the event's type.
-    Subscribers,
-    /// Every connection.
-    All,
-    /// Every connection of these users plus these connections (by public
-    /// id), each at most once; unknown ids are skipped.
-    Selected {
-        users: Vec<String>,
-        connections: Vec<String>,
-    },
-}
-
-impl Target {
-    pub fn users(users: Vec<String>) -> Target {
-        Target::Selected {
-            users,
-            connections: Vec::new(),
-        }
-    }
-
-    pub fn connections(connections: Vec<String>) -> Target {
-        Target::Selected {
-            users: Vec::new(),
-            connections,
-        }
-    }
-}
 
 /// The answer to a publish: the message id and how many connections it
 /// was handed to (written or queued).
@@ -112,9 +83,11 @@ pub struct Hub {
     ids: MessageIds,
     max_message_size: usize,
     node_id: String,
-    /// `conn_id::node_tag(node_id)`: the node part of this node's ids.
+    /// `address::node_tag(node_id)`: the node part of this node's ids.
     node_tag: u32,
     backplane: Arc<dyn Backplane>,
+    /// Refuses deactivated users' handshakes (see `deactivation`).
+    admission: Arc<Admission>,
     started: Instant,
 }
 
@@ -127,8 +100,9 @@ impl Hub {
         webhook: Option<WebhookQueue>,
         node_id: String,
         backplane: Arc<dyn Backplane>,
+        admission: Arc<Admission>,
     ) -> std::io::Result<Hub> {
-        let node_tag = conn_id::node_tag(&node_id);
+        let node_tag = node_tag(&node_id);
         let mut shards = Vec::with_capacity(count);
         let mut threads = Vec::with_capacity(count);
         for index in 0..count {
@@ -152,6 +126,7 @@ impl Hub {
             node_id,
             node_tag,
             backplane,
+            admission,
             started: Instant::now(),
         })
     }
@@ -164,14 +139,15 @@ impl Hub {
         self.node_tag
     }
 
-    /// What links this node to the others (a no-op on a single node).
-    pub fn backplane(&self) -> &Arc<dyn Backplane> {
-        &self.backplane
+    /// Whether cross-node delivery works right now (`GET /health`).
+    pub fn backplane_state(&self) -> BackplaneState {
+        self.backplane.state()
     }
 
-    /// True when `connection_id` is well formed and belongs to another node.
-    pub fn is_foreign_connection(&self, connection_id: &str) -> bool {
-        ConnId::parse(connection_id).is_some_and(|id| id.node() != self.node_tag)
+    /// The live nodes of the cluster (`None` on a single node or while
+    /// Redis is away), for stats and the console.
+    pub async fn cluster_nodes(&self) -> Option<Vec<String>> {
+        self.backplane.nodes().await
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -255,79 +231,6 @@ impl Hub {
         })
     }
 
-    /// Delivers an event another node published (with that node's id and
-    /// timestamp) to this node's matching connections only: framed once,
-    /// never republished, not waited for. Returns how many shards got it.
-    pub async fn deliver_remote(
-        &self,
-        id: String,
-        timestamp: &str,
-        event: Event,
-        data: &Value,
-        target: &Target,
-    ) -> Result<usize, ShardGone> {
-        let Some(frame) = self.remote_frame(id, timestamp, event, data) else {
-            return Ok(0);
-        };
-        let per_shard = self.split_target(event, target);
-        let shards = per_shard.len();
-        for (index, shard_target) in per_shard {
-            self.deliver_unreported(index, shard_target, frame.clone(), event)
-                .await?;
-        }
-        Ok(shards)
-    }
-
-    /// Delivers another node's event to `user`'s connections here that are
-    /// subscribed to it (how `upload.cancelled` reaches a user's other
-    /// nodes). Returns how many connections it was handed to.
-    pub async fn deliver_remote_to_subscribed_user(
-        &self,
-        id: String,
-        timestamp: &str,
-        event: Event,
-        data: &Value,
-        user: &str,
-    ) -> Result<usize, ShardGone> {
-        let Some(frame) = self.remote_frame(id, timestamp, event, data) else {
-            return Ok(0);
-        };
-        let connections: Vec<ConnId> = self
-            .connections(Some(user))
-            .await?
-            .iter()
-            .filter(|c| c.subscriptions.contains(&event.as_str()))
-            .filter_map(|c| ConnId::parse(&c.connection_id))
-            .collect();
-        let count = connections.len();
-        if count > 0 {
-            let target = ShardTarget::Selected {
-                users: Vec::new(),
-                connections,
-            };
-            self.deliver_unreported(self.shard_of(user), target, frame, event)
-                .await?;
-        }
-        Ok(count)
-    }
-
-    /// Frames another node's event, or drops it (counted) when it is over
-    /// this node's `--max-message-size`: nodes may be configured apart.
-    fn remote_frame(
-        &self,
-        id: String,
-        timestamp: &str,
-        event: Event,
-        data: &Value,
-    ) -> Option<Arc<[u8]>> {
-        let message = encode_as(id, timestamp, event.as_str(), data);
-        if frame::payload_len(&message.frame) > self.max_message_size {
-            self.metrics.dropped(DropReason::BackplaneOversize, 1);
-            return None;
-        }
-        Some(Arc::from(message.frame))
-    }
-
     async fn deliver_unreported(
         &self,
         shard: usize,
@@ -403,6 +306,18 @@ impl Hub {
             })
             .await?;
         Ok(closed.await.unwrap_or(0) > 0)
+    }
+
+    /// Closes a connection with 4003 wherever it is; false when there is no
+    /// such connection. One of another node is closed by that node, asked
+    /// through the backplane (false when it does not answer in time).
+    pub async fn disconnect_anywhere(&self, connection_id: &str) -> Result<bool, ShardGone> {
+        let foreign = ConnId::parse(connection_id).is_some_and(|id| id.node() != self.node_tag);
+        if foreign {
+            return Ok(self.backplane.disconnect_remote(connection_id).await);
+        }
+        self.disconnect(connection_id, CloseReason::Disconnected)
+            .await
     }
 
     /// Closes every connection of `user`; returns how many.

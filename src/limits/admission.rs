@@ -1,6 +1,12 @@
 //! Admission: node capacity, per-user connection slots and deactivated
 //! users, checked before the upgrade.
 //!
+//! It holds the set of deactivated users and refuses them; it does not
+//! decide when the set changes or what else a deactivation does (tell the
+//! other nodes, close connections): that is the hub's `deactivation`
+//! module, the only caller of `deactivate`, `activate` and
+//! `replace_inactive` outside tests.
+//!
 //! Slots are reserved as RAII [`ConnectionPermit`]s (never check-then-act):
 //! the counter is incremented first and rolled back on refusal, and the
 //! permit travels with the connection into its shard and frees the slot

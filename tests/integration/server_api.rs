@@ -35,6 +35,26 @@ fn api_requires_the_bearer_key() {
     server.api_get("/api/v1/stats").expect_status(200);
 }
 
+/// RFC 7235: the auth-scheme is case-insensitive; the key itself is not.
+#[test]
+fn the_api_key_scheme_is_case_insensitive() {
+    let server = TestServer::start(&[]);
+    let status = |authorization: &str| match ureq::get(&server.url("/api/v1/stats"))
+        .set("Authorization", authorization)
+        .call()
+    {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(code, _)) => code,
+        Err(e) => panic!("transport error: {e}"),
+    };
+    let key = &server.api_key;
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        assert_eq!(status(&format!("{scheme} {key}")), 200, "{scheme}");
+    }
+    assert_eq!(status(&format!("Basic {key}")), 401);
+    assert_eq!(status(&format!("Bearer {}", key.to_uppercase())), 401);
+}
+
 #[test]
 fn events_without_targets_reach_subscribers_only() {
     let server = TestServer::start(&[]);

@@ -1,6 +1,7 @@
 //! The link task: holds the pub/sub connection, joins (claim the node id,
 //! subscribe, take a fresh lease, re-register the live slots, load the
-//! deactivated users), delivers other nodes' messages through the hub,
+//! deactivated users), delivers other nodes' messages through the
+//! [`InboundPort`] it is given,
 //! refreshes the lease and the claim every `--connection-timeout`/3, and on
 //! any failure marks the backplane down and rejoins with backoff.
 //!
@@ -22,12 +23,10 @@ use super::{
     bounded, lease_key, user_key, ClusterError, Control, Shared, CHANNEL, COMMAND_TIMEOUT,
     CONNECT_TIMEOUT, INACTIVE_KEY, MAX_BACKOFF, MIN_BACKOFF,
 };
+use crate::address::ConnId;
 use crate::cluster::wire::{self, Body, Message};
-use crate::hub::conn_id::ConnId;
-use crate::hub::Hub;
-use crate::limits::Admission;
+use crate::cluster::InboundPort;
 use crate::metrics::DropReason;
-use crate::ws::CloseReason;
 
 /// Other nodes whose sequence is followed; past this the table restarts.
 const MAX_PEERS: usize = 1024;
@@ -61,11 +60,10 @@ impl Peers {
 }
 
 impl Shared {
-    pub(super) async fn run_link(
+    pub(super) async fn run_link<P: InboundPort>(
         self: Arc<Self>,
         client: Client,
-        hub: Arc<Hub>,
-        admission: Arc<Admission>,
+        port: Arc<P>,
         shutdown: CancellationToken,
     ) {
         let mut backoff = MIN_BACKOFF;
@@ -74,7 +72,7 @@ impl Shared {
         loop {
             let joined = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                joined = self.join(&client, &hub, &admission) => joined,
+                joined = self.join(&client, &*port) => joined,
             };
             match joined {
                 Ok((sink, stream)) => {
@@ -85,7 +83,7 @@ impl Shared {
                     self.joined.notify_one();
                     tracing::info!(node_id = %self.node_id, "joined the cluster backplane");
                     let ended = self
-                        .serve(sink, stream, &hub, &admission, &mut peers, &shutdown)
+                        .serve(sink, stream, &*port, &mut peers, &shutdown)
                         .await;
                     self.set_up(false);
                     if shutdown.is_cancelled() {
@@ -140,8 +138,7 @@ impl Shared {
     async fn join(
         &self,
         client: &Client,
-        hub: &Hub,
-        admission: &Admission,
+        port: &impl InboundPort,
     ) -> Result<(PubSubSink, PubSubStream), ClusterError> {
         let mut conn = self.commands.clone();
         self.claim(&mut conn).await?;
@@ -205,9 +202,7 @@ impl Shared {
                 .query_async(&mut conn),
         )
         .await?;
-        for user in admission.replace_inactive(inactive) {
-            let _ = hub.disconnect_user(&user, CloseReason::Disconnected).await;
-        }
+        port.inactive_users_loaded(inactive).await;
         Ok((sink, stream))
     }
 
@@ -218,8 +213,7 @@ impl Shared {
         &self,
         mut sink: PubSubSink,
         mut stream: PubSubStream,
-        hub: &Hub,
-        admission: &Admission,
+        port: &impl InboundPort,
         peers: &mut Peers,
         shutdown: &CancellationToken,
     ) -> ClusterError {
@@ -232,7 +226,7 @@ impl Shared {
                 _ = self.rejoin.notified() => return ClusterError::ReleaseBacklog,
                 message = stream.next() => match message {
                     Some(message) => {
-                        self.handle(message.get_payload_bytes(), hub, admission, peers).await;
+                        self.handle(message.get_payload_bytes(), port, peers).await;
                     }
                     None => return ClusterError::SubscriptionClosed,
                 },
@@ -271,7 +265,7 @@ impl Shared {
         Ok(())
     }
 
-    async fn handle(&self, payload: &[u8], hub: &Hub, admission: &Admission, peers: &mut Peers) {
+    async fn handle(&self, payload: &[u8], port: &impl InboundPort, peers: &mut Peers) {
         if payload.starts_with(self.echo_prefix.as_bytes()) {
             return; // our own message, already delivered here
         }
@@ -303,8 +297,7 @@ impl Shared {
                     self.metrics.backplane_malformed();
                     return;
                 };
-                let _ = hub
-                    .deliver_remote(id, &timestamp, event, &data, &target.into())
+                port.deliver(id, &timestamp, event, &data, &target.into())
                     .await;
             }
             Body::SubscribedUser {
@@ -318,19 +311,14 @@ impl Shared {
                     self.metrics.backplane_malformed();
                     return;
                 };
-                let _ = hub
-                    .deliver_remote_to_subscribed_user(id, &timestamp, event, &data, &user)
+                port.deliver_to_subscribed_user(id, &timestamp, event, &data, &user)
                     .await;
             }
             Body::Deactivate { user } => {
-                admission.deactivate(&user);
-                let closed = hub
-                    .disconnect_user(&user, CloseReason::Disconnected)
-                    .await
-                    .unwrap_or(0);
+                let closed = port.user_deactivated(&user).await;
                 tracing::info!(node_id = %self.node_id, user = %user, from = %message.node, closed, "user deactivated by another node");
             }
-            Body::Activate { user } => admission.activate(&user),
+            Body::Activate { user } => port.user_activated(&user),
             Body::Disconnect {
                 request,
                 connection_id,
@@ -340,10 +328,7 @@ impl Shared {
                 if !mine {
                     return;
                 }
-                let closed = hub
-                    .disconnect(&connection_id, CloseReason::Disconnected)
-                    .await
-                    .unwrap_or(false);
+                let closed = port.disconnect(&connection_id).await;
                 let answer =
                     wire::encode_disconnected(&self.node_id, &message.node, request, closed);
                 self.send_control(Control::Send(answer));

@@ -46,9 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::wire;
-use super::{Backplane, BackplaneState, BoxFuture, OutboundEvent};
-use crate::hub::Hub;
-use crate::limits::Admission;
+use super::{Backplane, BackplaneState, BoxFuture, InboundPort, OutboundEvent};
 use crate::metrics::{DropReason, Metrics};
 use crate::protocol::Event;
 use slots::Slots;
@@ -160,7 +158,7 @@ pub struct RedisBackplane {
     shared: Arc<Shared>,
 }
 
-/// The backplane's tasks, started once the hub exists.
+/// The backplane's tasks, started once there is a port to deliver to.
 pub struct RedisTasks {
     shared: Arc<Shared>,
     client: Client,
@@ -190,7 +188,7 @@ impl RedisBackplane {
         let epoch = rand::random::<u64>();
         let shared = Arc::new(Shared {
             node_id: Arc::from(node_id),
-            node_tag: crate::hub::conn_id::node_tag(node_id),
+            node_tag: crate::address::node_tag(node_id),
             instance: Arc::from(format!("{epoch:016x}")),
             epoch,
             echo_prefix: wire::header_prefix(node_id),
@@ -228,10 +226,9 @@ impl RedisTasks {
     /// Starts the link and writer tasks; both stop when `shutdown` fires
     /// (the link then deletes this node's lease, so its slots stop counting,
     /// and its node id claim).
-    pub fn spawn(
+    pub fn spawn<P: InboundPort>(
         self,
-        hub: Arc<Hub>,
-        admission: Arc<Admission>,
+        port: Arc<P>,
         tracker: &TaskTracker,
         shutdown: CancellationToken,
     ) {
@@ -241,13 +238,12 @@ impl RedisTasks {
             events,
             control,
         } = self;
-        tracker.spawn(shared.clone().run_writer(
-            events,
-            control,
-            admission.clone(),
-            shutdown.clone(),
-        ));
-        tracker.spawn(shared.run_link(client, hub, admission, shutdown));
+        tracker.spawn(
+            shared
+                .clone()
+                .run_writer(events, control, port.clone(), shutdown.clone()),
+        );
+        tracker.spawn(shared.run_link(client, port, shutdown));
     }
 }
 

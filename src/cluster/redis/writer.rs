@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::slots::RELEASE_RETRY;
 use super::{bounded, Control, QueuedEvent, Shared, CHANNEL, COMMAND_TIMEOUT, INACTIVE_KEY};
 use crate::cluster::wire;
-use crate::limits::Admission;
+use crate::cluster::InboundPort;
 use crate::metrics::DropReason;
 
 /// Events sent in one pipeline.
@@ -26,11 +26,11 @@ const BATCH: usize = 256;
 const PENDING_CONTROL_MAX: usize = 4096;
 
 impl Shared {
-    pub(super) async fn run_writer(
+    pub(super) async fn run_writer<P: InboundPort>(
         self: Arc<Self>,
         mut events: mpsc::Receiver<QueuedEvent>,
         mut control: mpsc::Receiver<Control>,
-        admission: Arc<Admission>,
+        port: Arc<P>,
         shutdown: CancellationToken,
     ) {
         let mut conn = self.commands.clone();
@@ -49,8 +49,8 @@ impl Shared {
                     // re-apply it here (joining reloaded the shared set).
                     while let Some(op) = pending.pop_front() {
                         match &op {
-                            Control::Deactivate(user) => admission.deactivate(user),
-                            Control::Activate(user) => admission.activate(user),
+                            Control::Deactivate(user) => port.restore_local_decision(user, true),
+                            Control::Activate(user) => port.restore_local_decision(user, false),
                             Control::Send(_) => {}
                         }
                         if let Err(op) = self.run_control(op, &mut conn).await {

@@ -25,10 +25,9 @@ struct StatsAnswer {
 }
 
 pub async fn stats(state: &AppState) -> Response {
-    let backplane = state.hub.backplane();
-    let (backplane_state, nodes) = match backplane.state() {
+    let (backplane_state, nodes) = match state.hub.backplane_state() {
         BackplaneState::Local => (None, None),
-        BackplaneState::Up => (Some("connected"), backplane.nodes().await),
+        BackplaneState::Up => (Some("connected"), state.hub.cluster_nodes().await),
         BackplaneState::Down => (Some("disconnected"), None),
     };
     let answer = StatsAnswer {
@@ -45,30 +44,22 @@ pub async fn list_connections(
 ) -> Result<Response, ApiError> {
     let user = uri::query_param(query, "user_id")
         .map_err(|e| ApiError::bad_request(format!("`user_id`: {e}")))?;
-    let connections = state
-        .hub
-        .connections(user.as_deref())
-        .await
-        .map_err(|_| ApiError::unavailable("the server is shutting down"))?;
+    let connections = state.hub.connections(user.as_deref()).await?;
     Ok(json(StatusCode::OK, &connections))
 }
 
 pub async fn disconnect(state: &Arc<AppState>, connection_id: &str) -> Result<Response, ApiError> {
-    match state.gateway.disconnect(connection_id).await {
-        Ok(true) => Ok(no_content()),
-        Ok(false) => Err(ApiError::not_found(format!(
+    if state.gateway.disconnect(connection_id).await? {
+        Ok(no_content())
+    } else {
+        Err(ApiError::not_found(format!(
             "no connection `{connection_id}`"
-        ))),
-        Err(_) => Err(ApiError::unavailable("the server is shutting down")),
+        )))
     }
 }
 
 pub async fn deactivate(state: &Arc<AppState>, user_id: &str) -> Result<Response, ApiError> {
-    state
-        .gateway
-        .deactivate_user(user_id)
-        .await
-        .map_err(|_| ApiError::unavailable("the server is shutting down"))?;
+    state.gateway.deactivate_user(user_id).await?;
     tracing::info!(user = user_id, "user deactivated");
     Ok(no_content())
 }

@@ -1,10 +1,12 @@
 //! The server API under `/api/v1` (SPEC §4): API-key check, body reading
-//! with a size limit, and the route table of the backend's calls.
+//! with a size limit into the call's serde type (`body`), and the route
+//! table of the backend's calls.
 //!
 //! Handlers turn JSON into hub calls and hub answers into JSON; they hold
 //! no state of their own.
 
 mod admin;
+mod body;
 mod events;
 
 use std::sync::Arc;
@@ -14,10 +16,12 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::AUTHORIZATION;
 use hyper::{Method, Request};
-use serde_json::{Map, Value};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use super::response::{ApiError, Response};
 use super::AppState;
+use crate::auth::{api_key_matches, bearer_token};
 
 /// Room for the envelope around a message at the size limit.
 const BODY_SLACK: usize = 16 * 1024;
@@ -47,16 +51,16 @@ async fn dispatch(
     let method = request.method().clone();
     match (&method, segments) {
         (&Method::POST, ["events"]) => {
-            events::publish(state, read_json(state, request).await?).await
+            events::publish(state, read_body(state, request).await?).await
         }
         (&Method::POST, ["notifications"]) => {
-            events::notification(state, read_json(state, request).await?).await
+            events::notification(state, read_body(state, request).await?).await
         }
         (&Method::POST, ["reviews", id, "updated"]) => {
-            events::review_updated(state, id, read_json(state, request).await?).await
+            events::review_updated(state, id, read_body(state, request).await?).await
         }
         (&Method::POST, ["files", id, "status"]) => {
-            events::file_status(state, id, read_json(state, request).await?).await
+            events::file_status(state, id, read_body(state, request).await?).await
         }
         (&Method::GET, ["stats"]) => Ok(admin::stats(state).await),
         (&Method::GET, ["connections"]) => {
@@ -82,27 +86,21 @@ fn check_api_key(state: &AppState, request: &Request<Incoming>) -> Result<(), Ap
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .unwrap_or("");
-    if constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
+    if api_key_matches(presented, expected) {
         Ok(())
     } else {
         Err(ApiError::unauthorized("missing or wrong API key"))
     }
 }
 
-/// Compares without an early exit, so timing reveals only the length.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-async fn read_json(
+/// Reads the body (within the size limit) as `T`: 413 when too large, 400
+/// when it is not a JSON object or does not fit `T`.
+async fn read_body<T: DeserializeOwned>(
     state: &AppState,
     request: Request<Incoming>,
-) -> Result<Map<String, Value>, ApiError> {
+) -> Result<T, ApiError> {
     let limit = state.config.limits.max_message_size + BODY_SLACK;
     let body: Bytes = match Limited::new(request.into_body(), limit).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -114,52 +112,15 @@ async fn read_json(
         }
         Err(_) => return Err(ApiError::bad_request("could not read the request body")),
     };
-    match serde_json::from_slice(&body) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ApiError::bad_request("body must be a JSON object")),
-        Err(e) => Err(ApiError::bad_request(format!(
-            "body is not valid JSON: {e}"
-        ))),
-    }
-}
-
-/// Reads an optional list of ids (strings or numbers) from `body[key]`.
-fn id_list(body: &Map<String, Value>, key: &str) -> Result<Vec<String>, ApiError> {
-    match body.get(key) {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|item| match item {
-                Value::String(s) => Ok(s.clone()),
-                Value::Number(n) => Ok(n.to_string()),
-                _ => Err(ApiError::bad_request(format!(
-                    "`{key}` must hold strings or numbers"
-                ))),
-            })
-            .collect(),
-        Some(_) => Err(ApiError::bad_request(format!("`{key}` must be an array"))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn constant_time_comparison() {
-        assert!(constant_time_eq(b"key", b"key"));
-        assert!(!constant_time_eq(b"key", b"kez"));
-        assert!(!constant_time_eq(b"key", b"keys"));
-    }
-
-    #[test]
-    fn id_lists_accept_strings_and_numbers() {
-        let body = json!({"users": ["a", 7], "bad": [true], "no": "x"});
-        let map = body.as_object().expect("object");
-        assert_eq!(id_list(map, "users").expect("ok"), vec!["a", "7"]);
-        assert!(id_list(map, "bad").is_err());
-        assert!(id_list(map, "no").is_err());
-        assert!(id_list(map, "missing").expect("ok").is_empty());
-    }
+    let object = match serde_json::from_slice(&body) {
+        Ok(Value::Object(object)) => object,
+        Ok(_) => return Err(ApiError::bad_request("body must be a JSON object")),
+        Err(e) => {
+            return Err(ApiError::bad_request(format!(
+                "body is not valid JSON: {e}"
+            )))
+        }
+    };
+    T::deserialize(Value::Object(object))
+        .map_err(|e| ApiError::bad_request(format!("body does not fit this call: {e}")))
 }

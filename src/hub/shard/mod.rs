@@ -27,7 +27,7 @@ use tungstenite::protocol::WebSocketConfig;
 use tungstenite::Message;
 
 use super::command::{CloseTarget, Command, DeliveryReport, NewConnection};
-use super::conn_id::ConnId;
+use crate::address::ConnId;
 use crate::cluster::Backplane;
 use crate::connection::{self, Connection, ConnectionInfo, Due};
 use crate::limits::RateLimiter;
@@ -207,7 +207,7 @@ pub fn spawn(
 
 struct Shard {
     index: usize,
-    /// This node's tag in connection ids (`conn_id::node_tag`).
+    /// This node's tag in connection ids (`address::node_tag`).
     node: u32,
     settings: ShardSettings,
     ws_config: WebSocketConfig,

@@ -1,4 +1,12 @@
-//! Compact connection ids: node tag, shard, slot generation and slab key.
+//! Addresses: who a published event is for ([`Target`]) and the compact
+//! connection ids ([`ConnId`]: node tag, shard, slot generation, slab key)
+//! that name one connection across the cluster.
+//!
+//! A leaf: the hub, the shards, the connection and the cluster backplane
+//! all speak these types, so none of them has to import another to name a
+//! recipient. It must hold no state beyond the per-process nonce. It also
+//! reads ids as JSON carries them ([`JsonId`]: a string or a number), for
+//! the server API's bodies and the token's `sub`.
 //!
 //! The generation makes a reused slab slot a different id, so a message
 //! addressed to a closed connection can never reach the next occupant of
@@ -15,6 +23,57 @@
 
 use std::fmt;
 use std::sync::LazyLock;
+
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+
+/// A user or connection id as JSON carries it: a string, or a number (kept
+/// as its JSON text, `42` → `"42"`). Emptiness is the caller's rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonId(pub String);
+
+impl<'de> Deserialize<'de> for JsonId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<JsonId, D::Error> {
+        match Value::deserialize(deserializer)? {
+            Value::String(text) => Ok(JsonId(text)),
+            Value::Number(number) => Ok(JsonId(number.to_string())),
+            other => Err(serde::de::Error::custom(format!(
+                "an id must be a string or a number, not {other}"
+            ))),
+        }
+    }
+}
+
+/// Who receives a published event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// The connections subscribed to the event's type.
+    Subscribers,
+    /// Every connection.
+    All,
+    /// Every connection of these users plus these connections (by public
+    /// id), each at most once; unknown ids are skipped.
+    Selected {
+        users: Vec<String>,
+        connections: Vec<String>,
+    },
+}
+
+impl Target {
+    pub fn users(users: Vec<String>) -> Target {
+        Target::Selected {
+            users,
+            connections: Vec::new(),
+        }
+    }
+
+    pub fn connections(connections: Vec<String>) -> Target {
+        Target::Selected {
+            users: Vec::new(),
+            connections,
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId {
