@@ -169,13 +169,21 @@ def _routes_of(arms: list[Arm]) -> tuple[list[tuple[str, str, Arm]], list[Arm]]:
 
 
 def console_assets(repo: Path) -> list[str]:
-    body = _match_body((repo / CONSOLE).read_text(), "pub fn asset")
-    paths: list[str] = []
+    """The routes of the console's asset table (`ASSETS`) and the aliases of `asset`."""
+    source = (repo / CONSOLE).read_text()
+    table_start = source.find("const ASSETS")
+    if table_start < 0:
+        raise RouteParseError("no ASSETS table in the console source")
+    table = source[table_start : source.index("];", table_start)]
+    paths = re.findall(r'\(\s*"(/console[^"]*)"', table)
+    if not paths:
+        raise RouteParseError("the console ASSETS table lists no route")
+    body = _match_body(source, "pub fn asset")
     for arm in _arms(body):
-        if arm.pattern == "_":
+        if not arm.pattern.startswith('"'):
             continue
         literals = re.findall(r'"([^"]*)"', arm.pattern)
-        if not literals or not re.fullmatch(r'("[^"]*"\s*\|?\s*)+', arm.pattern):
+        if not re.fullmatch(r'("[^"]*"\s*\|?\s*)+', arm.pattern):
             raise RouteParseError(f"unknown console arm {arm.pattern!r}")
         paths.extend(literals)
     return paths

@@ -28,7 +28,7 @@ from conftest import RECV_TIMEOUT, REPO, Server, new_user
 from openapi_core import OpenAPI
 from openapi_core.datatypes import RequestParameters
 from openapi_spec_validator import validate as validate_spec
-from routes import served_routes
+from routes import console_assets, served_routes
 from werkzeug.datastructures import Headers, ImmutableMultiDict
 
 SPEC_PATH = REPO / "docs" / "openapi.yaml"
@@ -477,14 +477,8 @@ def test_every_documented_answer_is_what_the_server_answers(openapi, server, ser
     degraded = c.http(cluster, "GET", "/health", expect=200, key=None).json()
     assert degraded == {"status": "degraded", "backplane": "disconnected"}
     c.http(server, "GET", "/metrics", expect=200, key=None)
-    for page in (
-        "/console",
-        "/console/",
-        "/console/index.html",
-        "/console/console.js",
-        "/console/wsgate.js",
-        "/console/console.css",
-    ):
+    # Every file the console serves, from its asset table.
+    for page in console_assets(REPO):
         c.http(server, "GET", page, expect=200, key=None)
 
     assert not c.failures, "\n".join(c.failures)
