@@ -38,95 +38,152 @@ pub enum LogFormat {
     Json,
 }
 
+/// The flags of `serve`. Each doc comment is its `--help` text; clap adds
+/// the `[env: ...]` and `[default: ...]` notes, so computed defaults are
+/// the only ones spelled out here.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    #[arg(long, env = "WSGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    /// Address to listen on for WebSocket, API, metrics and console. Port 0
+    /// picks a free port; the real address is printed on startup.
+    #[arg(
+        long,
+        env = "WSGATE_LISTEN",
+        default_value = "127.0.0.1:8080",
+        value_name = "ADDR"
+    )]
     pub listen: SocketAddr,
-    #[arg(long, env = "WSGATE_JWT_SECRET", hide_env_values = true)]
+    /// HS256 key that client JWTs are signed with. Required unless
+    /// --jwt-public-key or --dev is given.
+    #[arg(long, env = "WSGATE_JWT_SECRET", hide_env_values = true, value_name = "SECRET", help_heading = AUTH)]
     pub jwt_secret: Option<String>,
-    #[arg(long, env = "WSGATE_JWT_PUBLIC_KEY")]
+    /// PEM public key that client JWTs are verified with: RSA → RS256, EC
+    /// → ES256.
+    #[arg(long, env = "WSGATE_JWT_PUBLIC_KEY", value_name = "PATH", help_heading = AUTH)]
     pub jwt_public_key: Option<PathBuf>,
-    #[arg(long, env = "WSGATE_JWT_ISSUER")]
+    /// When set, a token's `iss` must equal it.
+    #[arg(long, env = "WSGATE_JWT_ISSUER", value_name = "ISS", help_heading = AUTH)]
     pub jwt_issuer: Option<String>,
-    #[arg(long, env = "WSGATE_JWT_AUDIENCE")]
+    /// When set, a token's `aud` must contain it.
+    #[arg(long, env = "WSGATE_JWT_AUDIENCE", value_name = "AUD", help_heading = AUTH)]
     pub jwt_audience: Option<String>,
-    #[arg(long, env = "WSGATE_JWT_LEEWAY", default_value = "0s", value_parser = duration)]
+    /// Clock skew allowed when checking a token's `exp` and `nbf`.
+    #[arg(long, env = "WSGATE_JWT_LEEWAY", default_value = "0s", value_parser = duration, value_name = "DURATION", help_heading = AUTH)]
     pub jwt_leeway: Duration,
-    #[arg(long, env = "WSGATE_API_KEY", hide_env_values = true)]
+    /// Bearer key of the server API (`/api/v1/...`). Without it the API is
+    /// disabled and a warning is logged.
+    #[arg(long, env = "WSGATE_API_KEY", hide_env_values = true, value_name = "KEY", help_heading = AUTH)]
     pub api_key: Option<String>,
-    #[arg(long, env = "WSGATE_DEV")]
+    /// Development mode: generate a missing JWT secret and API key and
+    /// print them with a sample token. Never in production.
+    #[arg(long, env = "WSGATE_DEV", help_heading = AUTH)]
     pub dev: bool,
-    #[arg(long, env = "WSGATE_MAX_CONNECTIONS", default_value_t = 1000)]
+    /// WebSocket connections open on this node at most; past it, 503.
+    #[arg(long, env = "WSGATE_MAX_CONNECTIONS", default_value_t = 1000, value_name = "N", help_heading = LIMITS)]
     pub max_connections: usize,
-    #[arg(long, env = "WSGATE_MAX_CONNECTIONS_PER_USER", default_value_t = 3)]
+    /// WebSocket connections open per user at most (across the cluster in
+    /// cluster mode); past it, 429.
+    #[arg(long, env = "WSGATE_MAX_CONNECTIONS_PER_USER", default_value_t = 3, value_name = "N", help_heading = LIMITS)]
     pub max_connections_per_user: usize,
-    #[arg(long, env = "WSGATE_RATE_LIMIT_MESSAGES", default_value_t = 100)]
+    /// Client messages a user may send per --rate-limit-window; past it
+    /// they are dropped with a RATE_LIMIT_EXCEEDED error.
+    #[arg(long, env = "WSGATE_RATE_LIMIT_MESSAGES", default_value_t = 100, value_name = "N", help_heading = LIMITS)]
     pub rate_limit_messages: u32,
-    #[arg(long, env = "WSGATE_RATE_LIMIT_WINDOW", default_value = "60s", value_parser = duration)]
+    /// The sliding window of --rate-limit-messages.
+    #[arg(long, env = "WSGATE_RATE_LIMIT_WINDOW", default_value = "60s", value_parser = duration, value_name = "DURATION", help_heading = LIMITS)]
     pub rate_limit_window: Duration,
-    #[arg(long, env = "WSGATE_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = duration)]
+    /// Period of the server's WebSocket Ping frames.
+    #[arg(long, env = "WSGATE_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = duration, value_name = "DURATION", help_heading = TIMERS)]
     pub heartbeat_interval: Duration,
-    #[arg(long, env = "WSGATE_CONNECTION_TIMEOUT", default_value = "60s", value_parser = duration)]
+    /// No complete frame from a client for this long: close 4000. Bytes of
+    /// an unfinished frame do not count.
+    #[arg(long, env = "WSGATE_CONNECTION_TIMEOUT", default_value = "60s", value_parser = duration, value_name = "DURATION", help_heading = TIMERS)]
     pub connection_timeout: Duration,
-    #[arg(long, env = "WSGATE_CLEANUP_INTERVAL", default_value = "30s", value_parser = duration)]
+    /// How often idle rate-limit state is pruned.
+    #[arg(long, env = "WSGATE_CLEANUP_INTERVAL", default_value = "30s", value_parser = duration, value_name = "DURATION", help_heading = TIMERS)]
     pub cleanup_interval: Duration,
-    #[arg(long, env = "WSGATE_MAX_MESSAGE_SIZE", default_value_t = 65536)]
+    /// Largest message in bytes: inbound (close 1009) and published (413).
+    /// At least 128.
+    #[arg(long, env = "WSGATE_MAX_MESSAGE_SIZE", default_value_t = 65536, value_name = "BYTES", help_heading = LIMITS)]
     pub max_message_size: usize,
-    #[arg(long, env = "WSGATE_MAX_QUEUED_BYTES", default_value_t = 1_048_576)]
+    /// Bytes queued for one connection, control replies included; past it
+    /// the slow client is closed with 4008. At least --max-message-size.
+    #[arg(long, env = "WSGATE_MAX_QUEUED_BYTES", default_value_t = 1_048_576, value_name = "BYTES", help_heading = LIMITS)]
     pub max_queued_bytes: usize,
-    #[arg(long, env = "WSGATE_SHARDS")]
+    /// Connection-manager shards (reactor threads), 1 to 256. Default: the
+    /// number of CPUs.
+    #[arg(long, env = "WSGATE_SHARDS", value_name = "N")]
     pub shards: Option<usize>,
-    #[arg(long, env = "WSGATE_REDIS_URL")]
+    /// Cluster mode: share events, per-user limits and deactivations with
+    /// the other nodes through this Redis (redis://HOST:PORT[/DB]).
+    #[arg(long, env = "WSGATE_REDIS_URL", value_name = "URL", help_heading = CLUSTER)]
     pub redis_url: Option<String>,
     /// Cluster mode: bytes of events waiting to be sent to Redis; past it,
     /// events reach this node only (counted as dropped, `backplane_queue_full`).
-    #[arg(long, env = "WSGATE_BACKPLANE_QUEUE_BYTES", default_value_t = 32 << 20)]
+    #[arg(long, env = "WSGATE_BACKPLANE_QUEUE_BYTES", default_value_t = 32 << 20, value_name = "BYTES", help_heading = CLUSTER)]
     pub backplane_queue_bytes: usize,
-    #[arg(long, env = "WSGATE_NODE_ID")]
+    /// This node's name in `stats`, logs and metrics, at most 128
+    /// characters. Unique per cluster: a second live node with the same id
+    /// exits 2. Default: `node-` and 8 random hex digits.
+    #[arg(long, env = "WSGATE_NODE_ID", value_name = "ID", help_heading = CLUSTER)]
     pub node_id: Option<String>,
     /// Where client requests for the backend (`upload.cancel`) are POSTed:
     /// an `http://` or `https://` URL.
-    #[arg(long, env = "WSGATE_WEBHOOK_URL")]
+    #[arg(long, env = "WSGATE_WEBHOOK_URL", value_name = "URL", help_heading = WEBHOOKS)]
     pub webhook_url: Option<String>,
     /// PEM certificates trusted for an `https://` `--webhook-url`, in
     /// addition to the system's roots (a private CA).
-    #[arg(long, env = "WSGATE_WEBHOOK_CA_FILE")]
+    #[arg(long, env = "WSGATE_WEBHOOK_CA_FILE", value_name = "PATH", help_heading = WEBHOOKS)]
     pub webhook_ca_file: Option<PathBuf>,
     /// Webhooks carry `Authorization: Bearer S` instead of the API key and
     /// a `Wsgate-Signature` (HMAC-SHA256 with S).
-    #[arg(long, env = "WSGATE_WEBHOOK_SECRET", hide_env_values = true)]
+    #[arg(long, env = "WSGATE_WEBHOOK_SECRET", hide_env_values = true, value_name = "S", help_heading = WEBHOOKS)]
     pub webhook_secret: Option<String>,
-    #[arg(long, env = "WSGATE_LOG_FORMAT", value_enum, default_value = "text")]
+    /// Log lines on stderr as text or JSON; `RUST_LOG` filters them.
+    #[arg(
+        long,
+        env = "WSGATE_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        value_name = "FORMAT"
+    )]
     pub log_format: LogFormat,
-    #[arg(long, env = "WSGATE_TLS_CERT")]
+    /// PEM certificate chain: serve `wss://` and `https://` on the same
+    /// port (with --tls-key). `kill -HUP` reloads the pair.
+    #[arg(long, env = "WSGATE_TLS_CERT", value_name = "PATH", help_heading = TLS)]
     pub tls_cert: Option<PathBuf>,
-    #[arg(long, env = "WSGATE_TLS_KEY")]
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "WSGATE_TLS_KEY", value_name = "PATH", help_heading = TLS)]
     pub tls_key: Option<PathBuf>,
+    /// Serve an unauthenticated echo at `/conformance/echo` for the
+    /// Autobahn test suite. Never in production.
     #[arg(long, env = "WSGATE_CONFORMANCE_ECHO")]
     pub conformance_echo: bool,
     /// A client must send its whole request head within this time; also how
     /// long a keep-alive connection may sit idle between requests.
-    #[arg(long, env = "WSGATE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = duration)]
+    #[arg(long, env = "WSGATE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = duration, value_name = "DURATION", help_heading = TIMERS)]
     pub header_read_timeout: Duration,
     /// TCP connections not (yet) upgraded to WebSocket held at once: TLS
     /// handshakes, requests being read, idle keep-alive API connections.
     /// Past it a new connection is closed at accept. Default: a quarter of
     /// --max-connections, at least 64.
-    #[arg(long, env = "WSGATE_MAX_PENDING_CONNECTIONS")]
+    #[arg(long, env = "WSGATE_MAX_PENDING_CONNECTIONS", value_name = "N", help_heading = LIMITS)]
     pub max_pending_connections: Option<usize>,
     /// New WebSocket upgrades accepted per second on this node (0: no limit);
     /// past it, 503 with Retry-After.
-    #[arg(long, env = "WSGATE_CONNECTION_RATE_LIMIT", default_value_t = 0)]
+    #[arg(long, env = "WSGATE_CONNECTION_RATE_LIMIT", default_value_t = 0, value_name = "N", help_heading = LIMITS)]
     pub connection_rate_limit: u32,
-    /// On shutdown, close connections in batches spread over this time.
-    #[arg(long, env = "WSGATE_DRAIN_TIME", default_value = "1s", value_parser = duration)]
+    /// On shutdown, close connections in batches spread over this time (at
+    /// most 5s).
+    #[arg(long, env = "WSGATE_DRAIN_TIME", default_value = "1s", value_parser = duration, value_name = "DURATION", help_heading = TIMERS)]
     pub drain_time: Duration,
     /// WebSocket ping and pong frames a client may send per second on one
     /// connection (0: no cap); past it, close 1008.
     #[arg(
         long,
         env = "WSGATE_MAX_CONTROL_FRAMES_PER_SECOND",
-        default_value_t = 100
+        default_value_t = 100,
+        value_name = "N",
+        help_heading = LIMITS
     )]
     pub max_control_frames_per_second: u32,
     /// Test only: allow the fault-injection flags below. Never in production.
@@ -137,6 +194,14 @@ pub struct ServeArgs {
     #[arg(long, env = "WSGATE_TEST_SHARD_PANIC_USER", hide = true)]
     pub test_shard_panic_user: Option<String>,
 }
+
+// `serve --help` sections.
+const AUTH: &str = "Authentication";
+const LIMITS: &str = "Limits";
+const TIMERS: &str = "Timers";
+const CLUSTER: &str = "Cluster";
+const WEBHOOKS: &str = "Webhooks";
+const TLS: &str = "TLS";
 
 #[derive(Debug, Args)]
 pub struct TokenArgs {
@@ -149,7 +214,13 @@ pub struct TokenArgs {
     /// Extra claim; a VALUE that parses as JSON is put in as JSON.
     #[arg(long = "claim", value_name = "KEY=VALUE", value_parser = crate::auth::mint::parse_claim)]
     pub claims: Vec<(String, serde_json::Value)>,
-    #[arg(long, env = "WSGATE_JWT_SECRET", hide_env_values = true)]
+    /// HS256 key to sign with: the server's --jwt-secret.
+    #[arg(
+        long,
+        env = "WSGATE_JWT_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
     pub jwt_secret: Option<String>,
 }
 
@@ -616,5 +687,26 @@ mod tests {
         assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(duration("1h"), Ok(Duration::from_secs(3600)));
         assert!(duration("soon").is_err());
+    }
+
+    #[test]
+    fn every_serve_flag_is_documented_in_help() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").expect("serve");
+        let undocumented: Vec<_> = serve
+            .get_arguments()
+            .filter(|a| !a.is_hide_set() && a.get_id() != "help")
+            .filter(|a| a.get_help().is_none_or(|h| h.to_string().trim().is_empty()))
+            .map(|a| a.get_id().to_string())
+            .collect();
+        assert!(undocumented.is_empty(), "no help text: {undocumented:?}");
+        // And every one can be set from the environment.
+        let no_env: Vec<_> = serve
+            .get_arguments()
+            .filter(|a| a.get_id() != "help" && a.get_env().is_none())
+            .map(|a| a.get_id().to_string())
+            .collect();
+        assert!(no_env.is_empty(), "no WSGATE_ variable: {no_env:?}");
     }
 }

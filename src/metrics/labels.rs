@@ -1,0 +1,264 @@
+//! The label values of the labelled metrics, one enum per label.
+//!
+//! Each enum owns its wire labels (`label()`, a match, so a new variant
+//! cannot be left without one) and its rendering order (`ALL`). The
+//! position in `ALL` is the counter's slot in [`super::Metrics`]; a test
+//! checks that `index()` and `ALL` agree.
+
+use crate::protocol::Event;
+
+/// Client message types as counted in `wsgate_messages_in_total{type}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InKind {
+    Ping,
+    Heartbeat,
+    Subscribe,
+    Unsubscribe,
+    UploadCancel,
+    /// Frames that were not a valid client message (bad JSON, binary, unknown type).
+    Invalid,
+}
+
+impl InKind {
+    pub const ALL: [InKind; 6] = [
+        InKind::Ping,
+        InKind::Heartbeat,
+        InKind::Subscribe,
+        InKind::Unsubscribe,
+        InKind::UploadCancel,
+        InKind::Invalid,
+    ];
+
+    /// The client message type names are the labels, so the wire name of a
+    /// valid type maps back to its kind; anything else is `Invalid`.
+    pub fn from_type_name(name: &str) -> InKind {
+        match name {
+            "ping" => InKind::Ping,
+            "heartbeat" => InKind::Heartbeat,
+            "subscribe" => InKind::Subscribe,
+            "unsubscribe" => InKind::Unsubscribe,
+            "upload.cancel" => InKind::UploadCancel,
+            _ => InKind::Invalid,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            InKind::Ping => "ping",
+            InKind::Heartbeat => "heartbeat",
+            InKind::Subscribe => "subscribe",
+            InKind::Unsubscribe => "unsubscribe",
+            InKind::UploadCancel => "upload.cancel",
+            InKind::Invalid => "invalid",
+        }
+    }
+
+    pub(super) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Server message types as counted in `wsgate_messages_out_total{type}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutKind {
+    Event(Event),
+    ConnectionEstablished,
+    Pong,
+    HeartbeatAck,
+    SubscriptionConfirmed,
+    UnsubscriptionConfirmed,
+    UploadCancelAcknowledged,
+    Error,
+}
+
+impl OutKind {
+    /// The kinds that are not events, in rendering order (after the events).
+    const NON_EVENTS: [OutKind; 7] = [
+        OutKind::ConnectionEstablished,
+        OutKind::Pong,
+        OutKind::HeartbeatAck,
+        OutKind::SubscriptionConfirmed,
+        OutKind::UnsubscriptionConfirmed,
+        OutKind::UploadCancelAcknowledged,
+        OutKind::Error,
+    ];
+    pub const COUNT: usize = Event::COUNT + Self::NON_EVENTS.len();
+
+    /// Every kind in rendering order: the events in their order, then the rest.
+    pub fn all() -> impl Iterator<Item = OutKind> {
+        Event::ALL
+            .into_iter()
+            .map(OutKind::Event)
+            .chain(Self::NON_EVENTS)
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            OutKind::Event(event) => event.as_str(),
+            OutKind::ConnectionEstablished => "connection.established",
+            OutKind::Pong => "pong",
+            OutKind::HeartbeatAck => "heartbeat.ack",
+            OutKind::SubscriptionConfirmed => "subscription.confirmed",
+            OutKind::UnsubscriptionConfirmed => "unsubscription.confirmed",
+            OutKind::UploadCancelAcknowledged => "upload.cancel.acknowledged",
+            OutKind::Error => "error",
+        }
+    }
+
+    pub(super) fn index(self) -> usize {
+        match self {
+            OutKind::Event(event) => event.index(),
+            OutKind::ConnectionEstablished => Event::COUNT,
+            OutKind::Pong => Event::COUNT + 1,
+            OutKind::HeartbeatAck => Event::COUNT + 2,
+            OutKind::SubscriptionConfirmed => Event::COUNT + 3,
+            OutKind::UnsubscriptionConfirmed => Event::COUNT + 4,
+            OutKind::UploadCancelAcknowledged => Event::COUNT + 5,
+            OutKind::Error => Event::COUNT + 6,
+        }
+    }
+}
+
+/// Why a WebSocket handshake was refused, as in
+/// `wsgate_upgrades_refused_total{reason}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusalReason {
+    BadRequest,
+    Unauthorized,
+    TooManyConnections,
+    ServerAtCapacity,
+    /// Over `--connection-rate-limit`.
+    ConnectionRate,
+    /// Over `--max-pending-connections`: closed at accept, no HTTP answer.
+    TooManyPending,
+}
+
+impl RefusalReason {
+    pub const ALL: [RefusalReason; 6] = [
+        RefusalReason::BadRequest,
+        RefusalReason::Unauthorized,
+        RefusalReason::TooManyConnections,
+        RefusalReason::ServerAtCapacity,
+        RefusalReason::ConnectionRate,
+        RefusalReason::TooManyPending,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RefusalReason::BadRequest => "bad_request",
+            RefusalReason::Unauthorized => "unauthorized",
+            RefusalReason::TooManyConnections => "too_many_connections",
+            RefusalReason::ServerAtCapacity => "server_at_capacity",
+            RefusalReason::ConnectionRate => "connection_rate",
+            RefusalReason::TooManyPending => "too_many_pending",
+        }
+    }
+
+    pub(super) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why a message was not delivered, as in
+/// `wsgate_messages_dropped_total{reason}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// A client message over the rate limit.
+    RateLimited,
+    /// The message that overflowed a connection's queue, and those
+    /// discarded with it when the slow consumer was closed.
+    SlowConsumer,
+    /// A delivery to a connection already closing, or messages still
+    /// queued when a connection went away.
+    ConnectionClosing,
+    WebhookQueueFull,
+    WebhookFailed,
+    /// Messages still queued when the socket failed (a write error, or a
+    /// reset seen first on read).
+    WriteFailed,
+    /// An event not sent to the other nodes: the backplane link was down
+    /// (or Redis failed the publish).
+    BackplaneDown,
+    /// Events of another node this node never received (a gap in that
+    /// node's numbering, e.g. while this node's link was down).
+    BackplaneMissed,
+    /// An event not sent to the other nodes: the backplane's outbound
+    /// queue was full (entries or bytes).
+    BackplaneQueueFull,
+    /// An event from another node over this node's `--max-message-size`.
+    BackplaneOversize,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 10] = [
+        DropReason::RateLimited,
+        DropReason::SlowConsumer,
+        DropReason::ConnectionClosing,
+        DropReason::WebhookQueueFull,
+        DropReason::WebhookFailed,
+        DropReason::WriteFailed,
+        DropReason::BackplaneDown,
+        DropReason::BackplaneMissed,
+        DropReason::BackplaneQueueFull,
+        DropReason::BackplaneOversize,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::RateLimited => "rate_limited",
+            DropReason::SlowConsumer => "slow_consumer",
+            DropReason::ConnectionClosing => "connection_closing",
+            DropReason::WebhookQueueFull => "webhook_queue_full",
+            DropReason::WebhookFailed => "webhook_failed",
+            DropReason::WriteFailed => "write_failed",
+            DropReason::BackplaneDown => "backplane_down",
+            DropReason::BackplaneMissed => "backplane_missed",
+            DropReason::BackplaneQueueFull => "backplane_queue_full",
+            DropReason::BackplaneOversize => "backplane_oversize",
+        }
+    }
+
+    pub(super) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    /// `ALL[i].index() == i` and the labels are distinct, for every enum:
+    /// a reordered `ALL` or a mis-numbered `index()` would put one label's
+    /// count under another.
+    #[test]
+    fn all_is_in_index_order_with_distinct_labels() {
+        fn check<K: Copy>(kinds: &[K], index: fn(K) -> usize, label: fn(K) -> &'static str) {
+            for (i, &kind) in kinds.iter().enumerate() {
+                assert_eq!(index(kind), i, "{}", label(kind));
+            }
+            let labels: HashSet<_> = kinds.iter().map(|&k| label(k)).collect();
+            assert_eq!(labels.len(), kinds.len());
+        }
+        check(&InKind::ALL, InKind::index, InKind::label);
+        let out: Vec<OutKind> = OutKind::all().collect();
+        assert_eq!(out.len(), OutKind::COUNT);
+        check(&out, OutKind::index, OutKind::label);
+        check(
+            &RefusalReason::ALL,
+            RefusalReason::index,
+            RefusalReason::label,
+        );
+        check(&DropReason::ALL, DropReason::index, DropReason::label);
+    }
+
+    #[test]
+    fn in_kind_labels_are_the_client_type_names() {
+        for kind in InKind::ALL {
+            if kind != InKind::Invalid {
+                assert_eq!(InKind::from_type_name(kind.label()), kind);
+            }
+        }
+        assert_eq!(InKind::from_type_name("pong"), InKind::Invalid);
+    }
+}
