@@ -15,13 +15,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde_json::json;
-use wsgate::connection::outbound::{Chunk, Outbound};
-use wsgate::limits::RateLimiter;
-use wsgate::metrics::{DropReason, InKind, Metrics, OutKind, RefusalReason};
-use wsgate::protocol::clock;
-use wsgate::protocol::envelope::encode;
-use wsgate::protocol::{client, Event, EventSet, MessageIds};
-use wsgate::ws::frame::text_frame;
+use wsgate::internals::{
+    encode, format_rfc3339_millis, parse_client_message, text_frame, Chunk, DropReason, EventSet,
+    InKind, MessageIds, Metrics, OutKind, Outbound, RateLimiter, RefusalReason,
+};
+use wsgate::Event;
 
 /// A socket that accepts everything, like a fast reader's kernel buffer.
 struct NullSocket;
@@ -81,7 +79,7 @@ fn parse(c: &mut Criterion) {
         ("invalid_subscription", invalid),
     ] {
         group.bench_function(name, |b| {
-            b.iter(|| black_box(client::parse(black_box(text))))
+            b.iter(|| black_box(parse_client_message(black_box(text))))
         });
     }
     group.finish();
@@ -164,7 +162,7 @@ fn timestamps(c: &mut Criterion) {
         b.iter(|| black_box(hand_written_rfc3339_millis(black_box(millis))))
     });
     group.bench_function("humantime", |b| {
-        b.iter(|| black_box(clock::format_rfc3339_millis(black_box(millis))))
+        b.iter(|| black_box(format_rfc3339_millis(black_box(millis))))
     });
     group.finish();
 }

@@ -60,6 +60,7 @@ pub enum Target {
 }
 
 impl Target {
+    /// Every connection of each of these users.
     pub fn users(users: Vec<String>) -> Target {
         Target::Selected {
             users,
@@ -67,6 +68,7 @@ impl Target {
         }
     }
 
+    /// These connections, by `connection_id`.
     pub fn connections(connections: Vec<String>) -> Target {
         Target::Selected {
             users: Vec::new(),
@@ -122,6 +124,7 @@ impl ConnId {
         (self.bits >> 56) as usize
     }
 
+    #[cfg(test)]
     pub fn generation(self) -> u32 {
         ((self.bits >> 32) as u32) & GENERATION_MASK
     }

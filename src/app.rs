@@ -24,6 +24,8 @@ use crate::metrics::Metrics;
 use crate::net::listener;
 use crate::net::tls::TlsState;
 
+/// Why [`Server::bind`] failed: the flag at fault, or the resource that
+/// could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("--listen: cannot bind {addr}: {source}")]
@@ -56,6 +58,8 @@ pub struct Server {
 }
 
 impl Server {
+    /// Binds the listener and starts everything behind it (shards, the
+    /// backplane, the webhook worker); nothing is served until [`run`](Self::run).
     pub async fn bind(config: Config) -> Result<Server, StartError> {
         let listener = listener::bind(config.listen).map_err(|source| StartError::Bind {
             addr: config.listen,
@@ -175,6 +179,7 @@ impl Server {
         })
     }
 
+    /// The bound address (the real port when `listen` asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }

@@ -32,6 +32,7 @@ fn duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("`{s}` is not a duration like 500ms, 30s, 2m, 1h ({e})"))
 }
 
+/// `--log-format`: how tracing writes to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -241,6 +242,7 @@ impl ConfigError {
     }
 }
 
+/// How handshake tokens are verified (`--jwt-*`).
 #[derive(Clone, Debug)]
 pub struct AuthConfig {
     pub secret: Option<String>,
@@ -250,6 +252,7 @@ pub struct AuthConfig {
     pub leeway: Duration,
 }
 
+/// Capacity, per-user and per-message limits.
 #[derive(Clone, Debug)]
 pub struct LimitsConfig {
     pub max_connections: usize,
@@ -272,6 +275,7 @@ pub struct WebhookConfig {
     pub extra_roots: Vec<CertificateDer<'static>>,
 }
 
+/// Heartbeat, idle timeout and the cleanup sweep.
 #[derive(Clone, Debug)]
 pub struct TimersConfig {
     pub heartbeat_interval: Duration,
@@ -315,7 +319,7 @@ pub struct Config {
 impl Config {
     /// Validates parsed arguments. `--dev` fills a missing secret and API
     /// key with random values (reported by `app` on stderr).
-    pub fn from_args(args: ServeArgs) -> Result<Config, ConfigError> {
+    pub(crate) fn from_args(args: ServeArgs) -> Result<Config, ConfigError> {
         let mut secret = args.jwt_secret.filter(|s| !s.is_empty());
         let mut api_key = args.api_key.filter(|s| !s.is_empty());
         if args.dev {

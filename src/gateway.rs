@@ -37,6 +37,8 @@ use crate::hub::shard::ShardGone;
 use crate::hub::{Hub, PublishError, Published, Stats};
 use crate::protocol::{clock, Event};
 
+/// The embedder's handle on a running [`Server`](crate::Server); clones
+/// share it.
 #[derive(Clone)]
 pub struct Gateway {
     hub: Arc<Hub>,
@@ -176,6 +178,7 @@ impl Gateway {
         self.hub.activate_user(user_id);
     }
 
+    /// This node's connections, or only `user_id`'s.
     pub async fn connections(
         &self,
         user_id: Option<&str>,
@@ -183,6 +186,7 @@ impl Gateway {
         self.hub.connections(user_id).await
     }
 
+    /// This node's numbers, as `GET /api/v1/stats` reports them.
     pub fn stats(&self) -> Stats {
         self.hub.stats()
     }

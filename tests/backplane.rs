@@ -16,10 +16,10 @@ use support::redis::RedisServer;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wsgate::address::{node_tag, ConnId};
-use wsgate::cluster::redis::{RedisBackplane, RedisSettings};
-use wsgate::cluster::{Backplane, BackplaneState, InboundPort, OutboundEvent};
-use wsgate::metrics::Metrics;
+use wsgate::internals::{
+    node_tag, Backplane, BackplaneState, ConnId, InboundPort, Metrics, OutboundEvent,
+    RedisBackplane, RedisSettings,
+};
 use wsgate::{Event, Target};
 
 const WAIT: Duration = Duration::from_secs(10);

@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wsgate::protocol::client::{parse, CLIENT_MESSAGE_TYPES};
+use wsgate::internals::{parse_client_message as parse, CLIENT_MESSAGE_TYPES};
 
 fn check(text: &str) {
     let parsed = parse(text);

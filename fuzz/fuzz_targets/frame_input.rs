@@ -11,7 +11,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use tungstenite::protocol::{Message, Role, WebSocketConfig, WebSocketContext};
-use wsgate::ws::io::BufferedIo;
+use wsgate::internals::BufferedIo;
 
 const MAX: usize = 64 * 1024;
 

@@ -12,7 +12,7 @@ use arbitrary::Arbitrary;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Method;
 use libfuzzer_sys::fuzz_target;
-use wsgate::ws::upgrade::{accept_key, check_request, offered_protocols};
+use wsgate::internals::{accept_key, check_request, offered_protocols};
 
 #[derive(Arbitrary, Debug)]
 enum Name {

@@ -35,8 +35,8 @@ use crate::limits::ConnectionPermit;
 use crate::metrics::{DropReason, Metrics};
 use crate::protocol::EventSet;
 pub use closing::{fails_connection, CLOSE_GRACE};
-pub use input::{Decoded, Decrypted};
-pub use message::{Context, Handled, Then};
+pub use input::Decrypted;
+pub use message::{Context, Then};
 pub use outbound::{Chunk, Outbound, Overflow};
 pub use timers::Due;
 
@@ -221,7 +221,7 @@ pub struct ConnectionInfo {
 }
 
 impl ConnectionInfo {
-    pub fn of(conn: &Connection) -> Self {
+    pub(crate) fn of(conn: &Connection) -> Self {
         use crate::protocol::clock::format_rfc3339_millis;
         ConnectionInfo {
             connection_id: conn.id.to_string(),

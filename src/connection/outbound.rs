@@ -68,6 +68,7 @@ pub struct Outbound {
 }
 
 impl Outbound {
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }

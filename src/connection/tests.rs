@@ -11,6 +11,8 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 use tungstenite::Message;
 
+use super::input::Decoded;
+use super::message::Handled;
 use super::*;
 use crate::limits::{Admission, RateLimiter};
 use crate::protocol::{Event, MessageIds};

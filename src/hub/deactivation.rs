@@ -65,3 +65,98 @@ impl Hub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::net::TcpStream;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::auth::Claims;
+    use crate::cluster::LocalBackplane;
+    use crate::hub::command::NewConnection;
+    use crate::hub::shard::ShardSettings;
+    use crate::hub::Hub;
+    use crate::limits::Admission;
+    use crate::ws::CloseReason;
+
+    /// The losing order of a deactivation racing an upgrade, made exact: the
+    /// upgrade passed its inactive check, the deactivation then ran (and found
+    /// nothing to close), and only then does the shard register the
+    /// connection. The shard re-checks the user and closes it with 4003
+    /// instead of serving it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_registered_after_its_user_was_deactivated_is_closed_4003() {
+        let settings = ShardSettings {
+            max_message_size: 65536,
+            max_queued_bytes: 1 << 20,
+            heartbeat_interval: Duration::from_secs(30),
+            connection_timeout: Duration::from_secs(60),
+            cleanup_interval: Duration::from_secs(30),
+            rate_limit_messages: 100,
+            rate_limit_window: Duration::from_secs(60),
+            max_control_frames_per_second: 100,
+            test_panic_user: None,
+        };
+        let admission = Admission::new(10, 3);
+        let hub = Hub::start(
+            1,
+            settings,
+            Arc::default(),
+            None,
+            "node".into(),
+            Arc::new(LocalBackplane),
+            admission.clone(),
+        )
+        .expect("hub");
+        let permit = admission.admit("late").await.expect("admitted");
+        admission.deactivate("late");
+        let closed = hub
+            .disconnect_user("late", CloseReason::Disconnected)
+            .await
+            .expect("shard running");
+        assert_eq!(closed, 0);
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (socket, _) = listener.accept().expect("accept");
+        socket.set_nonblocking(true).expect("non-blocking");
+        hub.register(NewConnection {
+            socket,
+            already_read: Default::default(),
+            claims: Claims {
+                user_id: "late".into(),
+                expires_at: u64::MAX / 2,
+            },
+            permit,
+            tls: None,
+            echo: false,
+        })
+        .await
+        .expect("registered");
+
+        let first = tokio::task::spawn_blocking(move || {
+            client
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            let mut head = [0u8; 4];
+            client.read_exact(&mut head).expect("a first frame");
+            head
+        })
+        .await
+        .expect("reader");
+        assert_eq!(
+            first[0], 0x88,
+            "the first frame must be a close, got {first:?}"
+        );
+        assert_eq!(u16::from_be_bytes([first[2], first[3]]), 4003);
+        assert!(hub
+            .connections(Some("late"))
+            .await
+            .expect("list")
+            .is_empty());
+        hub.shutdown(Duration::ZERO, Duration::from_millis(100))
+            .await;
+    }
+}

@@ -49,6 +49,7 @@ pub struct Published {
     pub delivered: usize,
 }
 
+/// Why a publish was not handed to the shards.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error("message of {size} bytes is over the {max}-byte limit")]
@@ -70,6 +71,7 @@ pub struct Stats {
     pub uptime_s: u64,
 }
 
+/// One shard's share of [`Stats`].
 #[derive(Debug, Clone, Serialize)]
 pub struct ShardStatsView {
     pub connections: usize,
@@ -131,14 +133,6 @@ impl Hub {
         })
     }
 
-    pub fn node_id(&self) -> &str {
-        &self.node_id
-    }
-
-    pub fn node_tag(&self) -> u32 {
-        self.node_tag
-    }
-
     /// Whether cross-node delivery works right now (`GET /health`).
     pub fn backplane_state(&self) -> BackplaneState {
         self.backplane.state()
@@ -148,10 +142,6 @@ impl Hub {
     /// Redis is away), for stats and the console.
     pub async fn cluster_nodes(&self) -> Option<Vec<String>> {
         self.backplane.nodes().await
-    }
-
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
     }
 
     /// The shard that owns `user`'s connections. A fixed hash (SipHash with

@@ -96,6 +96,7 @@ impl std::fmt::Debug for ConnectionPermit {
 }
 
 impl Admission {
+    #[cfg(test)]
     pub fn new(max_total: usize, max_per_user: usize) -> Arc<Self> {
         Self::with_shared(max_total, max_per_user, None)
     }
@@ -179,10 +180,12 @@ impl Admission {
         self.total.load(Ordering::Acquire) >= self.max_total
     }
 
+    #[cfg(test)]
     pub fn connections(&self) -> usize {
         self.total.load(Ordering::Acquire)
     }
 
+    #[cfg(test)]
     pub fn user_connections(&self, user: &str) -> usize {
         self.stripe(user).lock().get(user).copied().unwrap_or(0)
     }

@@ -95,6 +95,7 @@ impl RateLimiter {
         }
     }
 
+    #[cfg(test)]
     pub fn tracked_users(&self) -> usize {
         self.users.len()
     }

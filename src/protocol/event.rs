@@ -44,8 +44,10 @@ impl Event {
         Event::UserStatusChanged,
     ];
 
+    /// How many events there are.
     pub const COUNT: usize = Self::ALL.len();
 
+    /// The wire name, e.g. `upload.progress`.
     pub fn as_str(self) -> &'static str {
         match self {
             Event::FileProcessing => "file.processing",
@@ -68,6 +70,7 @@ impl Event {
         Self::ALL.iter().copied().find(|e| e.as_str() == name)
     }
 
+    /// The bit position, an index into [`Event::ALL`].
     pub fn index(self) -> usize {
         self as usize
     }
@@ -98,6 +101,7 @@ impl EventSet {
         self.0 |= event.bit();
     }
 
+    #[cfg(test)]
     pub fn remove(&mut self, event: Event) {
         self.0 &= !event.bit();
     }
@@ -114,6 +118,7 @@ impl EventSet {
         self.0 == 0
     }
 
+    #[cfg(test)]
     pub fn bits(self) -> u16 {
         self.0
     }

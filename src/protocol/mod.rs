@@ -11,7 +11,7 @@ pub mod event;
 pub mod ids;
 pub mod server;
 
-pub use client::{ClientRequest, ParsedMessage};
-pub use error::{ErrorCode, ProtocolError};
+pub use client::ClientRequest;
+pub use error::ProtocolError;
 pub use event::{Event, EventSet};
 pub use ids::MessageIds;

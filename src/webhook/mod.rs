@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::WebhookConfig;
 use crate::metrics::{DropReason, Metrics};
 
-pub use client::{signature_header, WebhookError};
+pub use client::WebhookError;
 
 const QUEUE_CAPACITY: usize = 1024;
 /// Calls in flight at once. Calls are independent (the backend never

@@ -8,7 +8,9 @@ use tungstenite::protocol::CloseFrame;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CloseReason {
-    /// 1000
+    /// 1000: a SPEC close code the server never starts today (a client's
+    /// close is echoed by tungstenite), kept so every code has its reason.
+    #[allow(dead_code)]
     Normal,
     /// 1001
     ShuttingDown,
@@ -20,7 +22,9 @@ pub enum CloseReason {
     RateLimitAbuse,
     /// 1009
     MessageTooBig,
-    /// 1011
+    /// 1011: a SPEC close code never sent today (a shard panic ends the
+    /// process rather than closing its connections), kept likewise.
+    #[allow(dead_code)]
     InternalError,
     /// 4000
     ConnectionTimeout,

@@ -112,6 +112,7 @@ pub struct ShardStats {
     pub users: AtomicUsize,
 }
 
+/// A shard no longer takes commands: the server is shutting down.
 #[derive(Debug, thiserror::Error)]
 #[error("shard {0} is not running")]
 pub struct ShardGone(pub usize);
