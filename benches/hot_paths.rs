@@ -192,7 +192,7 @@ fn hand_written_rfc3339_millis(millis: u64) -> String {
 
 type Labels = [(&'static str, &'static str); 1];
 
-/// The same families as `wsgate::metrics`, registered with
+/// The same families as the crate's `metrics`, registered with
 /// `prometheus-client`, for the comparison in docs/PERFORMANCE.md.
 fn prometheus_client_registry() -> (Registry, Family<Labels, Counter>, Histogram) {
     let mut registry = Registry::default();

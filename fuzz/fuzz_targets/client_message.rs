@@ -1,4 +1,4 @@
-//! `wsgate::protocol::client::parse` on whatever a client can put in a text
+//! `protocol::client::parse` on whatever a client can put in a text
 //! frame: the input as UTF-8 when it is, lossily decoded otherwise (a text
 //! frame that is not UTF-8 never reaches `parse`: tungstenite closes 1007).
 //!

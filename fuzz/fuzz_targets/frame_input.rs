@@ -1,5 +1,5 @@
 //! A connection's input path: arbitrary socket bytes fed, in arbitrary
-//! chunk sizes, through `wsgate::ws::io::BufferedIo` into a server-role
+//! chunk sizes, through `ws::io::BufferedIo` into a server-role
 //! `tungstenite::protocol::WebSocketContext` configured as the shard does
 //! (zero read buffer, 64 KiB message and frame limits), exactly as
 //! `connection::Connection::decode` loops over it.

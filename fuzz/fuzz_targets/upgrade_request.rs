@@ -1,4 +1,4 @@
-//! `wsgate::ws::upgrade::check_request` (and `offered_protocols`) on an
+//! `ws::upgrade::check_request` (and `offered_protocols`) on an
 //! arbitrary method and header list, as hyper would hand them over: names
 //! and values that hyper accepts are kept, the others dropped, so the
 //! checker sees exactly what a real request can carry.
