@@ -129,7 +129,8 @@ fn a_connection_closed_by_its_own_subscribe_reply_is_never_indexed() {
 
 /// Deactivating a user while upgrades of theirs are in flight: whichever
 /// way each race goes, no connection of theirs survives. (The losing order
-/// itself is nanoseconds wide here; `tests/embedded.rs` drives it exactly.)
+/// itself is nanoseconds wide here; a unit test in `src/hub/deactivation.rs`
+/// drives it exactly.)
 #[test]
 fn deactivation_racing_upgrades_leaves_the_user_no_connection() {
     const UPGRADES: usize = 4;
