@@ -126,10 +126,10 @@ async fn gateway_handle_reaches_real_clients_and_shuts_down_with_1001() {
 async fn a_connection_registered_after_its_user_was_deactivated_is_closed_4003() {
     use std::io::Read;
     use std::sync::Arc;
-    use wsgate::auth::Claims;
+    use wsgate::auth::{Claims, TokenVerifier};
     use wsgate::cluster::LocalBackplane;
     use wsgate::hub::command::NewConnection;
-    use wsgate::hub::shard::ShardSettings;
+    use wsgate::hub::shard::{ShardSettings, ShardShared};
     use wsgate::hub::Hub;
     use wsgate::limits::Admission;
     use wsgate::ws::CloseReason;
@@ -143,16 +143,22 @@ async fn a_connection_registered_after_its_user_was_deactivated_is_closed_4003()
         rate_limit_messages: 100,
         rate_limit_window: Duration::from_secs(60),
         max_control_frames_per_second: 100,
+        token_expiring_notice: Duration::from_secs(60),
+        token_refresh_grace: Duration::ZERO,
         test_panic_user: None,
     };
     let admission = Admission::new(10, 3);
+    let verifier = TokenVerifier::new(&Config::embedded("secret", "key").auth).expect("verifier");
     let hub = Hub::start(
         1,
         settings,
-        Arc::default(),
-        None,
+        ShardShared {
+            metrics: Arc::default(),
+            webhook: None,
+            backplane: Arc::new(LocalBackplane),
+            verifier: Arc::new(verifier),
+        },
         "node".into(),
-        Arc::new(LocalBackplane),
         admission.clone(),
     )
     .expect("hub");
@@ -173,8 +179,9 @@ async fn a_connection_registered_after_its_user_was_deactivated_is_closed_4003()
         already_read: Default::default(),
         claims: Claims {
             user_id: "late".into(),
-            expires_at: u64::MAX / 2,
+            exp: u64::MAX / 2,
         },
+        token_notice: false,
         permit,
         tls: None,
         echo: false,

@@ -37,6 +37,7 @@ struct Harness {
     limiter: RateLimiter,
     metrics: Metrics,
     limits: Limits,
+    verifier: crate::auth::TokenVerifier,
     dirty: Vec<usize>,
 }
 
@@ -56,7 +57,7 @@ impl Harness {
             None,
             WebSocketConfig::default().read_buffer_size(0),
             permit,
-            u64::MAX,
+            TokenTimer::new(u64::MAX, false),
             false,
         );
         Harness {
@@ -68,6 +69,7 @@ impl Harness {
             limiter: RateLimiter::new(rate_limit, Duration::from_secs(60)),
             metrics: Metrics::default(),
             limits,
+            verifier: verifier(),
             dirty: Vec::new(),
         }
     }
@@ -88,6 +90,7 @@ impl Harness {
         let bytes = self.client_bytes(messages);
         let mut inbox = Vec::new();
         let now = Instant::now();
+        let read_at_ms = crate::protocol::clock::unix_millis();
         let decoded = self
             .conn
             .decode(&bytes, now, &self.limits, &mut inbox, &mut self.dirty);
@@ -99,9 +102,10 @@ impl Harness {
                     limiter: &mut self.limiter,
                     metrics: &self.metrics,
                     limits: &self.limits,
+                    verifier: &self.verifier,
                     dirty: &mut self.dirty,
                 };
-                self.conn.on_message(message, now, &mut cx)
+                self.conn.on_message(message, now, read_at_ms, &mut cx)
             })
             .collect();
         (decoded, handled)
@@ -142,7 +146,22 @@ fn limits() -> Limits {
         max_control_frames_per_second: 3,
         heartbeat_interval: Duration::from_secs(30),
         connection_timeout: Duration::from_secs(60),
+        token_expiring_notice: Duration::from_secs(60),
+        token_grace: Duration::ZERO,
     }
+}
+
+const SECRET: &str = "unit-secret";
+
+fn verifier() -> crate::auth::TokenVerifier {
+    crate::auth::TokenVerifier::new(&crate::config::AuthConfig {
+        secret: Some(SECRET.into()),
+        public_key_path: None,
+        issuer: None,
+        audience: None,
+        leeway: Duration::ZERO,
+    })
+    .expect("verifier")
 }
 
 fn json(message: &Message) -> Value {
@@ -160,6 +179,7 @@ fn greets_then_replies_and_hands_back_subscriptions() {
         limiter: &mut h.limiter,
         metrics: &h.metrics,
         limits: &h.limits,
+        verifier: &h.verifier,
         dirty: &mut h.dirty,
     };
     assert!(!h.conn.greet(&mut cx).overflowed);
