@@ -613,10 +613,7 @@ mod tests {
         assert_eq!(config.limits.rate_limit_window, Duration::from_secs(60));
         assert_eq!(config.timers.heartbeat_interval, Duration::from_secs(30));
         assert_eq!(config.timers.connection_timeout, Duration::from_secs(60));
-        assert_eq!(
-            config.timers.token_expiring_notice,
-            Duration::from_secs(60)
-        );
+        assert_eq!(config.timers.token_expiring_notice, Duration::from_secs(60));
         assert_eq!(config.timers.token_refresh_grace, Duration::ZERO);
         assert_eq!(config.limits.max_message_size, 65536);
         assert_eq!(config.limits.max_queued_bytes, 1_048_576);

@@ -234,7 +234,10 @@ mod tests {
         ] {
             let d = refresh(check);
             let v = reply_json(&d);
-            assert_eq!((v["type"].as_str(), v["reply_to"].as_str()), (Some("error"), Some("r1")));
+            assert_eq!(
+                (v["type"].as_str(), v["reply_to"].as_str()),
+                (Some("error"), Some("r1"))
+            );
             assert_eq!(v["data"]["code"], code);
             assert_eq!(d.action, None, "a refused token changes nothing");
         }

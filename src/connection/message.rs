@@ -24,9 +24,7 @@ use crate::limits::rate::retry_after_secs;
 use crate::limits::{RateDecision, RateLimiter};
 use crate::metrics::{InKind, Metrics, OutKind, RefreshResult};
 use crate::protocol::envelope::EncodedMessage;
-use crate::protocol::{
-    client, clock, server, ClientRequest, EventSet, MessageIds, ProtocolError,
-};
+use crate::protocol::{client, clock, server, ClientRequest, EventSet, MessageIds, ProtocolError};
 use crate::ws::{frame, CloseReason};
 
 /// The shard's parts a message may use; borrowed for one message.
@@ -192,7 +190,8 @@ impl Connection {
             return false;
         }
         self.token.notice_sent();
-        let message = server::token_expiry(cx.ids, "token.expiring", self.token.exp(), unix_ms, None);
+        let message =
+            server::token_expiry(cx.ids, "token.expiring", self.token.exp(), unix_ms, None);
         let overflowed = self.reply(message, OutKind::TokenExpiring, cx);
         if !overflowed {
             cx.metrics.token_expiring_sent();

@@ -103,8 +103,7 @@ impl Hub {
         let mut shards = Vec::with_capacity(count);
         let mut threads = Vec::with_capacity(count);
         for index in 0..count {
-            let (handle, thread) =
-                shard::spawn(index, node_tag, settings.clone(), shared.clone())?;
+            let (handle, thread) = shard::spawn(index, node_tag, settings.clone(), shared.clone())?;
             shards.push(handle);
             threads.push(thread);
         }

@@ -7,9 +7,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::{
-    DropReason, InKind, Metrics, OutKind, RefreshResult, RefusalReason, FANOUT_BUCKETS,
-};
+use super::{DropReason, InKind, Metrics, OutKind, RefreshResult, RefusalReason, FANOUT_BUCKETS};
 
 impl Metrics {
     /// The Prometheus text exposition of every metric.
