@@ -38,6 +38,7 @@ struct Harness {
     metrics: Metrics,
     limits: Limits,
     verifier: crate::auth::TokenVerifier,
+    admission: Arc<Admission>,
     dirty: Vec<usize>,
 }
 
@@ -50,7 +51,8 @@ impl Harness {
             .expect("timeout");
         let (server, _) = listener.accept().expect("accept");
         server.set_nonblocking(true).expect("nonblocking");
-        let permit = Admission::new(10, 10).try_admit("7").expect("admitted");
+        let admission = Admission::new(10, 10);
+        let permit = admission.try_admit("7").expect("admitted");
         let conn = Connection::new(
             ConnId::new(1, 0, 1, 3),
             mio::net::TcpStream::from_std(server),
@@ -70,6 +72,7 @@ impl Harness {
             metrics: Metrics::default(),
             limits,
             verifier: verifier(),
+            admission,
             dirty: Vec::new(),
         }
     }
@@ -278,4 +281,37 @@ fn a_failed_connection_is_dropped_once_its_close_frame_is_out() {
         panic!("expected a close frame in {rest:?}");
     };
     assert_eq!(close.code, CloseCode::Protocol);
+}
+
+#[test]
+fn a_refresh_renews_the_token_unless_the_user_was_deactivated_meanwhile() {
+    let mut h = Harness::new(limits(), 100);
+    let exp = crate::protocol::clock::unix_seconds() + 600;
+    let token = crate::auth::mint::sign_claims(
+        SECRET,
+        serde_json::json!({"sub": "7", "exp": exp})
+            .as_object()
+            .expect("object"),
+    )
+    .expect("sign");
+    let refresh = || {
+        Message::text(
+            serde_json::json!({"type": "auth.refresh", "data": {"token": token}}).to_string(),
+        )
+    };
+    let (_, handled) = h.feed(vec![refresh()]);
+    assert!(handled[0].then.is_none() && !handled[0].overflowed);
+    assert_eq!(h.conn.token.exp(), exp, "the new exp is the deadline");
+    assert_eq!(json(&h.receive(1)[0])["type"], "auth.refreshed");
+    // The deactivation marks the user before its close reaches the shard:
+    // a refresh in between closes with 4003 and is not answered.
+    h.admission.deactivate("7");
+    let (_, handled) = h.feed(vec![refresh()]);
+    assert!(
+        matches!(
+            handled[0].then,
+            Some(Then::Close(CloseReason::Disconnected))
+        ),
+        "{handled:?}"
+    );
 }
