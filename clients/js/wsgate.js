@@ -172,6 +172,7 @@ export class WsgateClient {
     this._wantOpen = false;
     this._openedAt = 0;
     this._refreshing = null; // the in-band token refresh in flight, if any
+    this._token = null; // the token the current connection holds (opened with, or refreshed to)
   }
 
   // ---------------------------------------------------------------- events
@@ -308,6 +309,7 @@ export class WsgateClient {
       this._setState(State.CLOSED, { code: 1006, reason: "no WebSocket", willReconnect: false });
       return;
     }
+    this._token = token;
     let url = endpointUrl(this.options.url);
     let protocols;
     if (this.options.auth === "subprotocol") protocols = ["wsgate.v1", `bearer.${token}`];
@@ -666,8 +668,11 @@ export class WsgateClient {
         throw new WsgateError("TOKEN_ERROR", `getToken failed: ${e && e.message ? e.message : e}`);
       }
       if (!token) throw new WsgateError("TOKEN_ERROR", "no token");
+      // The token in use again (a getToken that caches): nothing to renew.
+      if (token === this._token) throw new WsgateError("TOKEN_ERROR", "getToken returned the token already in use");
       if (gen !== this._gen || !this.isOpen) throw new WsgateError("CONNECTION_LOST", "the connection changed before the refresh was sent");
       const reply = await this.request("auth.refresh", { token }, opts);
+      if (gen === this._gen) this._token = token;
       this.tokenExpiresAt = reply.data.expires_at ?? null;
       this._emit("refreshed", reply.data);
       return reply.data;

@@ -69,10 +69,13 @@ impl TokenTimer {
     }
 
     /// A refreshed token: its `exp` is the deadline now (even if earlier),
-    /// and it gets its own notice.
+    /// and it gets its own notice unless its `exp` is the same (the same
+    /// token sent again must not start a notice/refresh loop).
     pub(super) fn renew(&mut self, exp: u64) {
-        self.exp = exp;
-        self.notice_sent = false;
+        if exp != self.exp {
+            self.exp = exp;
+            self.notice_sent = false;
+        }
     }
 }
 

@@ -183,6 +183,10 @@ fn inside_the_window_the_notice_follows_established_and_refreshed_at_once() {
         "a new token gets its own notice"
     );
     assert_eq!(expires_at_secs(&notice), next);
+    // The same exp again (a client whose token source caches): refreshed,
+    // but no second notice, so no notice/refresh loop.
+    let reply = refresh(&mut c, json!(token(&server, "inside", next)), "r2");
+    assert_eq!(reply["type"], "auth.refreshed", "{reply}");
     server.assert_nothing_pending(&mut c);
 }
 
