@@ -16,7 +16,7 @@ use crate::cluster::{Backplane, LocalBackplane};
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::http::AppState;
-use crate::hub::shard::ShardSettings;
+use crate::hub::shard::{ShardSettings, ShardShared};
 use crate::hub::Hub;
 use crate::limits::admission::SharedSlots;
 use crate::limits::Admission;
@@ -69,7 +69,7 @@ impl Server {
             addr: config.listen,
             source,
         })?;
-        let verifier = TokenVerifier::new(&config.auth)?;
+        let verifier = Arc::new(TokenVerifier::new(&config.auth)?);
         let tls = match &config.tls {
             Some((cert, key)) => Some(TlsState::load(cert, key)?),
             None => None,
@@ -97,6 +97,8 @@ impl Server {
             rate_limit_messages: config.limits.rate_limit_messages,
             rate_limit_window: config.limits.rate_limit_window,
             max_control_frames_per_second: config.max_control_frames_per_second,
+            token_expiring_notice: config.timers.token_expiring_notice,
+            token_refresh_grace: config.timers.token_refresh_grace,
             test_panic_user: config.test_shard_panic_user.clone(),
         };
         // Cluster mode: the Redis backplane links this node to the others;
@@ -132,10 +134,13 @@ impl Server {
             Hub::start(
                 config.shards,
                 settings,
-                metrics.clone(),
-                webhook,
+                ShardShared {
+                    metrics: metrics.clone(),
+                    webhook,
+                    backplane,
+                    verifier: verifier.clone(),
+                },
                 config.node_id.clone(),
-                backplane,
                 admission.clone(),
             )
             .map_err(StartError::Shards)?,

@@ -70,6 +70,14 @@ pub struct ServeArgs {
     /// Clock skew allowed when checking a token's `exp` and `nbf`.
     #[arg(long, env = "WSGATE_JWT_LEEWAY", default_value = "0s", value_parser = duration, value_name = "DURATION", help_heading = AUTH)]
     pub jwt_leeway: Duration,
+    /// Send `token.expiring` this long before a token's `exp`, to
+    /// connections that asked with `refresh=1` (0s: never).
+    #[arg(long, env = "WSGATE_TOKEN_EXPIRING_NOTICE", default_value = "60s", value_parser = duration, value_name = "DURATION", help_heading = AUTH)]
+    pub token_expiring_notice: Duration,
+    /// Extra time after `exp` + --jwt-leeway before a connection whose
+    /// token was not refreshed is closed with 4001.
+    #[arg(long, env = "WSGATE_TOKEN_REFRESH_GRACE", default_value = "0s", value_parser = duration, value_name = "DURATION", help_heading = AUTH)]
+    pub token_refresh_grace: Duration,
     /// Bearer key of the server API (`/api/v1/...`). Without it the API is
     /// disabled and a warning is logged.
     #[arg(long, env = "WSGATE_API_KEY", hide_env_values = true, value_name = "KEY", help_heading = AUTH)]
@@ -281,6 +289,10 @@ pub struct TimersConfig {
     pub heartbeat_interval: Duration,
     pub connection_timeout: Duration,
     pub cleanup_interval: Duration,
+    /// `--token-expiring-notice`; zero: no `token.expiring`.
+    pub token_expiring_notice: Duration,
+    /// `--token-refresh-grace`, added to `exp` + leeway for the 4001.
+    pub token_refresh_grace: Duration,
 }
 
 /// The whole validated configuration of `serve`.
@@ -450,6 +462,8 @@ impl Config {
                 heartbeat_interval: nonzero("--heartbeat-interval", args.heartbeat_interval)?,
                 connection_timeout: nonzero("--connection-timeout", args.connection_timeout)?,
                 cleanup_interval: nonzero("--cleanup-interval", args.cleanup_interval)?,
+                token_expiring_notice: args.token_expiring_notice,
+                token_refresh_grace: args.token_refresh_grace,
             },
             shards,
             redis_url,
@@ -603,6 +617,8 @@ mod tests {
         assert_eq!(config.limits.rate_limit_window, Duration::from_secs(60));
         assert_eq!(config.timers.heartbeat_interval, Duration::from_secs(30));
         assert_eq!(config.timers.connection_timeout, Duration::from_secs(60));
+        assert_eq!(config.timers.token_expiring_notice, Duration::from_secs(60));
+        assert_eq!(config.timers.token_refresh_grace, Duration::ZERO);
         assert_eq!(config.limits.max_message_size, 65536);
         assert_eq!(config.limits.max_queued_bytes, 1_048_576);
         assert_eq!(config.max_pending_connections, 250);

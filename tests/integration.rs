@@ -31,6 +31,8 @@ mod paths;
 mod pre_upgrade;
 #[path = "integration/rate_limit.rs"]
 mod rate_limit;
+#[path = "integration/refresh.rs"]
+mod refresh;
 #[path = "integration/seed.rs"]
 mod seed;
 #[path = "integration/server_api.rs"]

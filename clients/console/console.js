@@ -177,8 +177,11 @@ function showState(state, detail = {}) {
   ui.state.textContent = state;
   ui.state.dataset.state = state;
   const c = consoleState.client;
+  const expiry = c && c.tokenExpiresAt ? new Date(c.tokenExpiresAt) : null;
+  const expires = expiry && !Number.isNaN(expiry.getTime()) ? ` \u00b7 token expires ${expiry.toLocaleTimeString()}` : "";
   ui.connInfo.textContent =
-    c && state === "open" && c.connectionId ? `user ${c.userId} \u00b7 connection ${c.connectionId}` : state === "reconnecting" ? `retry in ${detail.delay}ms` : "";
+    c && state === "open" && c.connectionId ? `user ${c.userId} \u00b7 connection ${c.connectionId}${expires}` : state === "reconnecting" ? `retry in ${detail.delay}ms` : "";
+  ui.connInfo.title = expiry ? `token exp ${c.tokenExpiresAt}` : "";
   ui.connect.disabled = !!c && state !== "closed";
   ui.disconnect.disabled = !c || state === "closed";
 }
@@ -228,6 +231,7 @@ function connect() {
   });
   client.on("giveup", (d) => log("local", "gave up reconnecting", d));
   client.on("established", () => showState(client.state));
+  client.on("refreshed", () => showState(client.state));
   client.on("message", (msg) => {
     if (consoleState.client !== client) return;
     log("in", msg.type, msg.data, msg.timestamp);

@@ -111,6 +111,8 @@ export interface WsgateClientOptions {
   getToken?: () => string | Promise<string>;
   /** how the token is sent: the bearer.<token> subprotocol (default), ?token=, or the seed's /ws/{token} */
   auth?: "subprotocol" | "query" | "path";
+  /** with getToken: ask for token.expiring (refresh=1) and answer it with auth.refresh on the same connection, no reconnect (default true) */
+  refreshToken?: boolean;
   /** a WebSocket constructor (default: globalThis.WebSocket; in Node 20 pass `ws`'s or run with --experimental-websocket) */
   WebSocket?: WebSocketConstructor;
   /** reconnect after a close (default true) */
@@ -148,11 +150,21 @@ export interface SubscriptionData {
   pending?: boolean;
 }
 
+/** a token's expiry as the server states it (SPEC-v2 section 3) */
+export interface TokenExpiry {
+  /** the token's exp, RFC 3339 with ms */
+  expires_at: string;
+  /** whole seconds left, >= 0 (independent of the client's clock) */
+  expires_in: number;
+}
+
 export interface ClientEvents {
   state: { state: ConnectionState; previous: ConnectionState; [k: string]: unknown };
   connecting: { attempt: number };
   open: { attempt: number };
-  established: { connection_id: string; user_id: string; server_time: string; features: string[] };
+  established: TokenExpiry & { connection_id: string; user_id: string; server_time: string; features: string[] };
+  /** the token was renewed in-band (auth.refreshed) */
+  refreshed: TokenExpiry;
   closed: ClosedDetail;
   reconnecting: { delay: number; attempt: number; code: number; reason: string };
   giveup: ClosedDetail;
@@ -186,6 +198,8 @@ export class WsgateClient {
   lastClose: CloseInfo | null;
   /** round trip of the last application ping, ms */
   latency: number | null;
+  /** the connection's token exp (RFC 3339) as the server last said: connection.established, then each auth.refreshed */
+  tokenExpiresAt: string | null;
   readonly isOpen: boolean;
 
   connect(): this;
@@ -207,6 +221,8 @@ export class WsgateClient {
   subscribe(events: string | string[], options?: RequestOptions): Promise<SubscriptionData>;
   unsubscribe(events: string | string[], options?: RequestOptions): Promise<SubscriptionData>;
   cancelUpload(uploadId: string, options?: RequestOptions): Promise<{ upload_id: string }>;
+  /** getToken(), then auth.refresh on the open connection; emits `refreshed`, or `error` and rejects (TOKEN_INVALID, TOKEN_SUB_MISMATCH, TOKEN_ERROR, ...) */
+  refreshToken(options?: RequestOptions): Promise<TokenExpiry>;
 }
 
 /** the endpoint URL for a base URL: http(s) to ws(s), /api/v1/ws added when there is no path */

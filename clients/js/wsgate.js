@@ -70,6 +70,9 @@ const DEFAULTS = {
   token: undefined,
   getToken: undefined,
   auth: "subprotocol", // "subprotocol" | "query" | "path"
+  // With getToken: ask for token.expiring (refresh=1) and answer it with auth.refresh on the
+  // same connection (SPEC-v2 section 3), instead of being closed with 4001 and reconnecting.
+  refreshToken: true,
   WebSocket: undefined,
   reconnect: true,
   backoffInitial: 500,
@@ -122,7 +125,10 @@ export function endpointUrl(url) {
  * `closed` ({code, reason, wasClean, willReconnect, opened}), `reconnecting` ({delay, attempt, code, reason}),
  * `giveup` ({code, reason, failedOpens}), `message` (every server message), `sent` (every message written),
  * `resubscribed` (confirmation data after a reconnect), `error` (WsgateError not tied
- * to a request), `dropped` ({message}: a queued message pushed out of the full queue), `latency` ({rtt}).
+ * to a request), `dropped` ({message}: a queued message pushed out of the full queue), `latency` ({rtt}),
+ * `refreshed` ({expires_at, expires_in}: the connection's token was renewed in-band). A failed
+ * in-band refresh is an `error` (TOKEN_INVALID, TOKEN_SUB_MISMATCH, TOKEN_ERROR, TIMEOUT, ...)
+ * and the connection keeps its old token until its 4001.
  *
  * Message handlers per type, as in the seed client: `client.messageHandlers.set(type, (data, message) => ...)`,
  * or `client.onMessage(type, fn)` which allows several and returns a remover.
@@ -149,6 +155,8 @@ export class WsgateClient {
     this.lastClose = null;
     /** round-trip time of the last application ping, in ms */
     this.latency = null;
+    /** the connection's token `exp` (RFC 3339) as the server last said, or null */
+    this.tokenExpiresAt = null;
 
     this._listeners = new Map();
     this._typeListeners = new Map();
@@ -163,6 +171,8 @@ export class WsgateClient {
     this._timers = { reconnect: null, open: null, ping: null, dead: null, resub: null, errclose: null };
     this._wantOpen = false;
     this._openedAt = 0;
+    this._refreshing = null; // the in-band token refresh in flight, if any
+    this._token = null; // the token the current connection holds (opened with, or refreshed to)
   }
 
   // ---------------------------------------------------------------- events
@@ -299,11 +309,13 @@ export class WsgateClient {
       this._setState(State.CLOSED, { code: 1006, reason: "no WebSocket", willReconnect: false });
       return;
     }
+    this._token = token;
     let url = endpointUrl(this.options.url);
     let protocols;
     if (this.options.auth === "subprotocol") protocols = ["wsgate.v1", `bearer.${token}`];
     else if (this.options.auth === "query") url += (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token);
     else url = url.replace(/\/?(\?|$)/, `/${encodeURIComponent(token)}$1`);
+    if (this.options.getToken && this.options.refreshToken) url += (url.includes("?") ? "&" : "?") + "refresh=1";
 
     let ws;
     try {
@@ -499,7 +511,10 @@ export class WsgateClient {
     if (msg.type === "connection.established") {
       this.connectionId = data.connection_id ?? null;
       this.userId = data.user_id ?? null;
+      this.tokenExpiresAt = data.expires_at ?? null;
       this._emit("established", data);
+    } else if (msg.type === "token.expiring") {
+      if (this.options.getToken && this.options.refreshToken) this.refreshToken().catch(() => {});
     } else if (msg.type === "pong" && data.pingId != null && this._pingIds.has(data.pingId)) {
       this.latency = Date.now() - this._pingIds.get(data.pingId);
       this._pingIds.delete(data.pingId);
@@ -632,6 +647,46 @@ export class WsgateClient {
     const waiters = this._resubWaiters;
     this._resubWaiters = [];
     for (const w of waiters) w.reject(err);
+  }
+
+  /**
+   * Renew the connection's token in-band: `getToken()`, then `auth.refresh` on the open socket
+   * (no reconnect; subscriptions and the connection id stay). Called on `token.expiring`; may be
+   * called any time. Resolves with {expires_at, expires_in} and emits `refreshed`; on failure
+   * emits `error` and rejects with the WsgateError (the old token stays until its 4001, after
+   * which the usual reconnect fetches a new one). One refresh at a time: a call while one is in
+   * flight gets that one.
+   */
+  refreshToken(opts) {
+    if (this._refreshing) return this._refreshing;
+    const gen = this._gen;
+    const run = async () => {
+      let token;
+      try {
+        token = this.options.getToken ? await this.options.getToken() : this.options.token;
+      } catch (e) {
+        throw new WsgateError("TOKEN_ERROR", `getToken failed: ${e && e.message ? e.message : e}`);
+      }
+      if (!token) throw new WsgateError("TOKEN_ERROR", "no token");
+      // The token in use again (a getToken that caches): nothing to renew.
+      if (token === this._token) throw new WsgateError("TOKEN_ERROR", "getToken returned the token already in use");
+      if (gen !== this._gen || !this.isOpen) throw new WsgateError("CONNECTION_LOST", "the connection changed before the refresh was sent");
+      const reply = await this.request("auth.refresh", { token }, opts);
+      if (gen === this._gen) this._token = token;
+      this.tokenExpiresAt = reply.data.expires_at ?? null;
+      this._emit("refreshed", reply.data);
+      return reply.data;
+    };
+    this._refreshing = run()
+      .catch((e) => {
+        const err = e instanceof WsgateError ? e : new WsgateError("TOKEN_ERROR", String(e && e.message ? e.message : e));
+        this._emit("error", err);
+        throw err;
+      })
+      .finally(() => {
+        this._refreshing = null;
+      });
+    return this._refreshing;
   }
 
   /** Application ping; resolves with the pong's data plus `rtt` (ms). */

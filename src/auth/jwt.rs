@@ -1,6 +1,9 @@
 //! Token verification: signature, `exp`, `nbf`, `iss`, `aud`, `sub`, and
-//! `--jwt-leeway`, applied here once (to the checks and to the expiry the
-//! connection is closed at).
+//! `--jwt-leeway`, applied here once to the checks; the connection's 4001
+//! deadline adds [`TokenVerifier::leeway`] to the raw `exp` it is given.
+//!
+//! Used on the handshake (tokio) and for `auth.refresh` inline on the shard
+//! threads: HS256 costs microseconds, RS256/ES256 tens of microseconds.
 //!
 //! Owns the decoding keys and the accepted algorithms. The algorithm is
 //! chosen by the key the operator configured, never by the token alone:
@@ -9,6 +12,7 @@
 //! HMAC secret (algorithm confusion). It must not log tokens.
 
 use std::path::Path;
+use std::time::Duration;
 
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
@@ -56,9 +60,10 @@ pub enum KeyError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claims {
     pub user_id: String,
-    /// `exp` plus `--jwt-leeway`, seconds since the epoch: the shard
-    /// closes with 4001 past it (the same grace the handshake allowed).
-    pub expires_at: u64,
+    /// The token's `exp` as written, seconds since the epoch: what clients
+    /// are told (`expires_at`). The 4001 deadline adds `--jwt-leeway` and
+    /// `--token-refresh-grace` to it.
+    pub exp: u64,
 }
 
 struct KeyedValidation {
@@ -139,15 +144,18 @@ impl TokenVerifier {
             Some(Ok(JsonId(sub))) if !sub.is_empty() => sub,
             _ => return Err(AuthError::MissingSubject),
         };
-        let expires_at = claims
+        let exp = claims
             .get("exp")
             .and_then(Value::as_f64)
             .filter(|exp| *exp >= 0.0)
             .ok_or(AuthError::MissingExpiry)? as u64;
-        Ok(Claims {
-            user_id,
-            expires_at: expires_at.saturating_add(self.leeway_secs),
-        })
+        Ok(Claims { user_id, exp })
+    }
+
+    /// `--jwt-leeway` as the checks apply it (whole seconds): allowed past
+    /// `exp` here, so also before a connection's 4001.
+    pub fn leeway(&self) -> Duration {
+        Duration::from_secs(self.leeway_secs)
     }
 }
 
@@ -184,7 +192,6 @@ fn load_public_key(path: &Path) -> Result<(Algorithm, DecodingKey), KeyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn config(secret: &str) -> AuthConfig {
         AuthConfig {
@@ -292,16 +299,14 @@ mod tests {
     }
 
     #[test]
-    fn the_leeway_extends_the_connections_expiry() {
+    fn the_leeway_accepts_a_just_expired_token_and_keeps_its_raw_exp() {
         let mut cfg = config("k");
-        cfg.leeway = Duration::from_secs(30);
+        cfg.leeway = Duration::from_millis(30_900);
         let verifier = TokenVerifier::new(&cfg).expect("verifier");
+        assert_eq!(verifier.leeway(), Duration::from_secs(30));
         let exp = now() - 10;
         let token = raw_token(json!({"alg":"HS256"}), json!({"sub":"a","exp": exp}), b"k");
-        assert_eq!(
-            verifier.verify(&token).expect("within leeway").expires_at,
-            exp + 30
-        );
+        assert_eq!(verifier.verify(&token).expect("within leeway").exp, exp);
         let strict = TokenVerifier::new(&config("k")).expect("verifier");
         assert_eq!(strict.verify(&token), Err(AuthError::Expired));
     }

@@ -1,16 +1,22 @@
 //! What a client message does: the reply, and at most one action for the
 //! shard to carry out (a subscription change for its index; an upload
-//! cancel: `upload.cancelled` to this user's connections and a webhook call).
+//! cancel: `upload.cancelled` to this user's connections and a webhook call)
+//! or for the connection itself (a refreshed token).
 //!
-//! Pure: it reads the connection's current subscriptions and returns
-//! decisions; it never touches sockets, the subscriber index or other
-//! connections, so it is unit-tested without a server.
+//! Pure: it reads the connection's current subscriptions and the outcome of
+//! the token check it is handed (`check_token`, run only for
+//! `auth.refresh`) and returns decisions; it never touches sockets, the
+//! subscriber index or other connections, so it is unit-tested without a
+//! server.
 
 use serde_json::{json, Map, Value};
 
+use crate::auth::{AuthError, Claims};
 use crate::metrics::OutKind;
 use crate::protocol::envelope::EncodedMessage;
-use crate::protocol::{server, ClientRequest, EventSet, MessageIds};
+use crate::protocol::{
+    clock, server, ClientRequest, ErrorCode, EventSet, MessageIds, ProtocolError,
+};
 
 /// What one client message asks for: the reply, and at most one action.
 #[derive(Debug)]
@@ -27,6 +33,19 @@ pub enum Action {
     Subscriptions(EventSet),
     /// An upload the user asked to cancel.
     CancelUpload(CancelledUpload),
+    /// `auth.refresh` succeeded: these claims replace the connection's.
+    Refreshed(Claims),
+}
+
+/// How an `auth.refresh` token checked out (SPEC-v2 §3).
+#[derive(Debug, PartialEq)]
+pub enum TokenCheck {
+    /// Acceptable as a connecting token, for this connection's user.
+    Valid(Claims),
+    /// Not acceptable as a connecting token (v1 §2), expired included.
+    Invalid(AuthError),
+    /// Valid, but for another user.
+    SubMismatch,
 }
 
 #[derive(Debug, PartialEq)]
@@ -40,6 +59,7 @@ pub fn dispatch(
     request: ClientRequest,
     current: EventSet,
     reply_to: Option<&Value>,
+    check_token: impl FnOnce(&str) -> TokenCheck,
 ) -> Dispatched {
     let plain = |reply, reply_kind| Dispatched {
         reply,
@@ -96,6 +116,33 @@ pub fn dispatch(
                 OutKind::UploadCancelAcknowledged,
             )
         },
+        ClientRequest::AuthRefresh { token } => {
+            let refused = |code, message: String| {
+                let error = ProtocolError::new(code, message);
+                plain(server::error(ids, &error, reply_to), OutKind::Error)
+            };
+            match check_token(&token) {
+                TokenCheck::Valid(claims) => Dispatched {
+                    reply: server::token_expiry(
+                        ids,
+                        "auth.refreshed",
+                        claims.exp,
+                        clock::unix_millis(),
+                        reply_to,
+                    ),
+                    reply_kind: OutKind::AuthRefreshed,
+                    action: Some(Action::Refreshed(claims)),
+                },
+                TokenCheck::Invalid(error) => refused(
+                    ErrorCode::TokenInvalid,
+                    format!("Token refused ({error}); the current token still applies"),
+                ),
+                TokenCheck::SubMismatch => refused(
+                    ErrorCode::TokenSubMismatch,
+                    "The token is for another user; the current token still applies".into(),
+                ),
+            }
+        }
     }
 }
 
@@ -142,7 +189,58 @@ mod tests {
             parsed.request.expect("valid"),
             current,
             parsed.reply_to.as_ref(),
+            |_| panic!("only auth.refresh checks a token"),
         )
+    }
+
+    fn refresh(check: TokenCheck) -> Dispatched {
+        let parsed = client::parse(r#"{"type":"auth.refresh","data":{"token":"t"},"id":"r1"}"#);
+        let mut seen = None;
+        let d = dispatch(
+            &MessageIds::new(),
+            parsed.request.expect("valid"),
+            EventSet::EMPTY,
+            parsed.reply_to.as_ref(),
+            |token| {
+                seen = Some(token.to_owned());
+                check
+            },
+        );
+        assert_eq!(seen.as_deref(), Some("t"), "the token is the one sent");
+        d
+    }
+
+    #[test]
+    fn auth_refresh_replies_with_the_new_expiry_or_the_refusal() {
+        let exp = clock::unix_seconds() + 120;
+        let claims = Claims {
+            user_id: "7".into(),
+            exp,
+        };
+        let d = refresh(TokenCheck::Valid(claims.clone()));
+        let v = reply_json(&d);
+        assert_eq!(v["type"], "auth.refreshed");
+        assert_eq!(v["reply_to"], "r1");
+        assert_eq!(
+            v["data"]["expires_at"],
+            clock::format_rfc3339_millis(exp * 1000)
+        );
+        let left = v["data"]["expires_in"].as_u64().expect("whole seconds");
+        assert!((118..=120).contains(&left), "{v}");
+        assert_eq!(d.action, Some(Action::Refreshed(claims)));
+        for (check, code) in [
+            (TokenCheck::Invalid(AuthError::Expired), "TOKEN_INVALID"),
+            (TokenCheck::SubMismatch, "TOKEN_SUB_MISMATCH"),
+        ] {
+            let d = refresh(check);
+            let v = reply_json(&d);
+            assert_eq!(
+                (v["type"].as_str(), v["reply_to"].as_str()),
+                (Some("error"), Some("r1"))
+            );
+            assert_eq!(v["data"]["code"], code);
+            assert_eq!(d.action, None, "a refused token changes nothing");
+        }
     }
 
     #[test]

@@ -6,19 +6,25 @@
 //! other connections, the webhook, leaving `Open`) comes back as
 //! [`Handled`] for the shard to carry out, in order, before the next
 //! message: the next message's dispatch must see this one's subscriptions.
+//!
+//! `auth.refresh` (SPEC-v2 §3) is checked here, inline on the shard thread,
+//! with the shard's [`TokenVerifier`], and completed here (the new `exp`):
+//! a token refresh touches only this connection. A message read after the
+//! token's deadline is not answered: the 4001 wins.
 
 use std::time::Instant;
 
 use tungstenite::protocol::frame::coding::Data;
 use tungstenite::Message;
 
-use super::dispatch::{dispatch, Action, CancelledUpload};
+use super::dispatch::{dispatch, Action, CancelledUpload, TokenCheck};
 use super::{Chunk, Connection, Limits};
+use crate::auth::TokenVerifier;
 use crate::limits::rate::retry_after_secs;
 use crate::limits::{RateDecision, RateLimiter};
-use crate::metrics::{InKind, Metrics, OutKind};
+use crate::metrics::{InKind, Metrics, OutKind, RefreshResult};
 use crate::protocol::envelope::EncodedMessage;
-use crate::protocol::{client, clock, server, EventSet, MessageIds, ProtocolError};
+use crate::protocol::{client, clock, server, ClientRequest, EventSet, MessageIds, ProtocolError};
 use crate::ws::{frame, CloseReason};
 
 /// The shard's parts a message may use; borrowed for one message.
@@ -28,6 +34,8 @@ pub struct Context<'a> {
     pub limiter: &'a mut RateLimiter,
     pub metrics: &'a Metrics,
     pub limits: &'a Limits,
+    /// Checks `auth.refresh` tokens exactly as the handshake does.
+    pub verifier: &'a TokenVerifier,
     /// Slab keys to flush at the end of the turn.
     pub dirty: &'a mut Vec<usize>,
 }
@@ -52,9 +60,16 @@ pub enum Then {
 }
 
 impl Connection {
-    /// Handles one data message (control frames never get here). A closing
-    /// connection ignores what it still receives.
-    pub fn on_message(&mut self, message: Message, now: Instant, cx: &mut Context) -> Handled {
+    /// Handles one data message (control frames never get here), read
+    /// completely at `now` / `read_at_ms` (wall clock). A closing connection
+    /// ignores what it still receives.
+    pub fn on_message(
+        &mut self,
+        message: Message,
+        now: Instant,
+        read_at_ms: u64,
+        cx: &mut Context,
+    ) -> Handled {
         if !self.is_open() {
             return Handled::default();
         }
@@ -62,6 +77,16 @@ impl Connection {
             return Handled {
                 overflowed: self.echo(&message, cx),
                 then: None,
+            };
+        }
+        // SPEC-v2 §3: a frame read after the deadline is never answered,
+        // even if the coarse sweep has not closed the connection yet; one
+        // read before it is handled (and a refresh honoured) whenever its
+        // check ends, since the sweep runs after the reads of a turn.
+        if self.token.expired(read_at_ms, cx.limits) {
+            return Handled {
+                overflowed: false,
+                then: Some(Then::Close(CloseReason::TokenExpired)),
             };
         }
         let parsed = match &message {
@@ -110,13 +135,68 @@ impl Connection {
                 }
             }
         };
-        let outcome = dispatch(cx.ids, request, self.subscriptions, reply_to);
-        let overflowed = self.reply(outcome.reply, outcome.reply_kind, cx);
-        let then = outcome.action.map(|action| match action {
-            Action::Subscriptions(next) => Then::Subscriptions(next),
-            Action::CancelUpload(upload) => Then::CancelledUpload(upload),
+        // Deactivated meanwhile: its 4003 is on the way (the deactivation
+        // marks the user before it asks the shard to close); no refresh
+        // may answer in between.
+        if matches!(request, ClientRequest::AuthRefresh { .. }) && self.permit.user_inactive() {
+            return Handled {
+                overflowed: false,
+                then: Some(Then::Close(CloseReason::Disconnected)),
+            };
+        }
+        let outcome = dispatch(cx.ids, request, self.subscriptions, reply_to, |token| {
+            self.check_token(token, cx.verifier, cx.metrics)
         });
+        let mut overflowed = self.reply(outcome.reply, outcome.reply_kind, cx);
+        let then = match outcome.action {
+            None => None,
+            Some(Action::Subscriptions(next)) => Some(Then::Subscriptions(next)),
+            Some(Action::CancelUpload(upload)) => Some(Then::CancelledUpload(upload)),
+            Some(Action::Refreshed(claims)) => {
+                self.token.renew(claims.exp);
+                if !overflowed {
+                    overflowed = self.notify_token_expiring(clock::unix_millis(), cx);
+                }
+                None
+            }
+        };
         Handled { overflowed, then }
+    }
+
+    /// An `auth.refresh` token, checked like a connecting one (v1 §2:
+    /// signature, `exp`, `nbf`, `iss`/`aud`, `sub`, the user not
+    /// deactivated), then against this connection's user.
+    fn check_token(&self, token: &str, verifier: &TokenVerifier, metrics: &Metrics) -> TokenCheck {
+        let (check, result) = match verifier.verify(token) {
+            Err(error) => (TokenCheck::Invalid(error), RefreshResult::Invalid),
+            Ok(claims) if self.permit.is_inactive(&claims.user_id) => (
+                TokenCheck::Invalid(crate::auth::AuthError::UserInactive),
+                RefreshResult::Invalid,
+            ),
+            Ok(claims) if *claims.user_id != **self.user() => {
+                (TokenCheck::SubMismatch, RefreshResult::SubMismatch)
+            }
+            Ok(claims) => (TokenCheck::Valid(claims), RefreshResult::Ok),
+        };
+        metrics.token_refresh(result);
+        check
+    }
+
+    /// Sends `token.expiring` if it is due (SPEC-v2 §3: once per token, at
+    /// `exp − --token-expiring-notice`, or at once when already inside that
+    /// window); `true` when it overflowed the queue.
+    pub fn notify_token_expiring(&mut self, unix_ms: u64, cx: &mut Context) -> bool {
+        if !self.is_open() || !self.token.notice_due(unix_ms, cx.limits) {
+            return false;
+        }
+        self.token.notice_sent();
+        let message =
+            server::token_expiry(cx.ids, "token.expiring", self.token.exp(), unix_ms, None);
+        let overflowed = self.reply(message, OutKind::TokenExpiring, cx);
+        if !overflowed {
+            cx.metrics.token_expiring_sent();
+        }
+        overflowed
     }
 
     /// Greets a connection just registered with `connection.established`
@@ -126,9 +206,13 @@ impl Connection {
             return Handled::default();
         }
         let id = self.id.to_string();
-        let established = server::connection_established(cx.ids, &id, self.user());
+        let now_ms = clock::unix_millis();
+        let established =
+            server::connection_established(cx.ids, &id, self.user(), self.token.exp(), now_ms);
+        let overflowed = self.reply(established, OutKind::ConnectionEstablished, cx)
+            || self.notify_token_expiring(now_ms, cx);
         Handled {
-            overflowed: self.reply(established, OutKind::ConnectionEstablished, cx),
+            overflowed,
             then: None,
         }
     }

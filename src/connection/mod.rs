@@ -7,7 +7,8 @@
 //! - `message`: one data message → echo, or rate limit → parse →
 //!   [`dispatch`] → reply, plus what only the shard can do ([`Then`]);
 //! - `closing`: the close frame, its reason and the `Closing` phase;
-//! - `timers`: this connection's deadlines (4000, 4001, heartbeat);
+//! - `timers`: this connection's deadlines (4000, 4001, heartbeat) and its
+//!   token's (`token.expiring`, SPEC-v2 §3);
 //! - [`outbound`]: the byte-budgeted queue and its vectored flush.
 //!
 //! A `Connection` is owned by exactly one shard thread and never shared, so
@@ -38,7 +39,7 @@ pub use closing::{fails_connection, CLOSE_GRACE};
 pub use input::Decrypted;
 pub use message::{Context, Then};
 pub use outbound::{Chunk, Outbound, Overflow};
-pub use timers::Due;
+pub use timers::{Due, TokenTimer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -63,6 +64,11 @@ pub struct Limits {
     pub max_control_frames_per_second: u32,
     pub heartbeat_interval: Duration,
     pub connection_timeout: Duration,
+    /// `--token-expiring-notice` (zero: never).
+    pub token_expiring_notice: Duration,
+    /// How long past the token's `exp` the 4001 waits: `--jwt-leeway` plus
+    /// `--token-refresh-grace`.
+    pub token_grace: Duration,
 }
 
 pub struct Connection {
@@ -90,8 +96,8 @@ pub struct Connection {
     /// timeout); bytes of an unfinished frame do not count.
     last_seen: Instant,
     last_ping: Instant,
-    /// Token `exp` in seconds since the epoch (for 4001).
-    token_expires_at: u64,
+    /// The current token's `exp` and `token.expiring` state (4001).
+    token: TokenTimer,
     messages_in: u64,
     messages_out: u64,
     /// Ping and pong frames from the client in the current one-second
@@ -109,7 +115,7 @@ impl Connection {
         tls: Option<Box<rustls::ServerConnection>>,
         ws_config: WebSocketConfig,
         permit: ConnectionPermit,
-        token_expires_at: u64,
+        token: TokenTimer,
         echo: bool,
     ) -> Connection {
         let now = Instant::now();
@@ -128,7 +134,7 @@ impl Connection {
             last_activity_ms: now_ms,
             last_seen: now,
             last_ping: now,
-            token_expires_at,
+            token,
             messages_in: 0,
             messages_out: 0,
             control_frames: 0,
@@ -214,6 +220,8 @@ pub struct ConnectionInfo {
     pub connected_at: String,
     pub last_activity: String,
     pub subscriptions: Vec<&'static str>,
+    /// The current token's `exp` (SPEC-v2 §3: replaced by `auth.refresh`).
+    pub token_expires_at: String,
     pub messages_in: u64,
     pub messages_out: u64,
     /// Bytes waiting in its outbound queue (against `--max-queued-bytes`).
@@ -229,6 +237,7 @@ impl ConnectionInfo {
             connected_at: format_rfc3339_millis(conn.connected_at_ms),
             last_activity: format_rfc3339_millis(conn.last_activity_ms),
             subscriptions: conn.subscriptions.names(),
+            token_expires_at: format_rfc3339_millis(conn.token.exp().saturating_mul(1000)),
             messages_in: conn.messages_in,
             messages_out: conn.messages_out,
             queued_bytes: conn.outbound.queued_bytes(),

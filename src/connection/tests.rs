@@ -39,6 +39,8 @@ struct Harness {
     limiter: RateLimiter,
     metrics: Metrics,
     limits: Limits,
+    verifier: crate::auth::TokenVerifier,
+    admission: Arc<Admission>,
     dirty: Vec<usize>,
 }
 
@@ -51,14 +53,15 @@ impl Harness {
             .expect("timeout");
         let (server, _) = listener.accept().expect("accept");
         server.set_nonblocking(true).expect("nonblocking");
-        let permit = Admission::new(10, 10).try_admit("7").expect("admitted");
+        let admission = Admission::new(10, 10);
+        let permit = admission.try_admit("7").expect("admitted");
         let conn = Connection::new(
             ConnId::new(1, 0, 1, 3),
             mio::net::TcpStream::from_std(server),
             None,
             WebSocketConfig::default().read_buffer_size(0),
             permit,
-            u64::MAX,
+            TokenTimer::new(u64::MAX, false),
             false,
         );
         Harness {
@@ -70,6 +73,8 @@ impl Harness {
             limiter: RateLimiter::new(rate_limit, Duration::from_secs(60)),
             metrics: Metrics::default(),
             limits,
+            verifier: verifier(),
+            admission,
             dirty: Vec::new(),
         }
     }
@@ -90,6 +95,7 @@ impl Harness {
         let bytes = self.client_bytes(messages);
         let mut inbox = Vec::new();
         let now = Instant::now();
+        let read_at_ms = crate::protocol::clock::unix_millis();
         let decoded = self
             .conn
             .decode(&bytes, now, &self.limits, &mut inbox, &mut self.dirty);
@@ -101,9 +107,10 @@ impl Harness {
                     limiter: &mut self.limiter,
                     metrics: &self.metrics,
                     limits: &self.limits,
+                    verifier: &self.verifier,
                     dirty: &mut self.dirty,
                 };
-                self.conn.on_message(message, now, &mut cx)
+                self.conn.on_message(message, now, read_at_ms, &mut cx)
             })
             .collect();
         (decoded, handled)
@@ -144,7 +151,22 @@ fn limits() -> Limits {
         max_control_frames_per_second: 3,
         heartbeat_interval: Duration::from_secs(30),
         connection_timeout: Duration::from_secs(60),
+        token_expiring_notice: Duration::from_secs(60),
+        token_grace: Duration::ZERO,
     }
+}
+
+const SECRET: &str = "unit-secret";
+
+fn verifier() -> crate::auth::TokenVerifier {
+    crate::auth::TokenVerifier::new(&crate::config::AuthConfig {
+        secret: Some(SECRET.into()),
+        public_key_path: None,
+        issuer: None,
+        audience: None,
+        leeway: Duration::ZERO,
+    })
+    .expect("verifier")
 }
 
 fn json(message: &Message) -> Value {
@@ -162,6 +184,7 @@ fn greets_then_replies_and_hands_back_subscriptions() {
         limiter: &mut h.limiter,
         metrics: &h.metrics,
         limits: &h.limits,
+        verifier: &h.verifier,
         dirty: &mut h.dirty,
     };
     assert!(!h.conn.greet(&mut cx).overflowed);
@@ -260,4 +283,37 @@ fn a_failed_connection_is_dropped_once_its_close_frame_is_out() {
         panic!("expected a close frame in {rest:?}");
     };
     assert_eq!(close.code, CloseCode::Protocol);
+}
+
+#[test]
+fn a_refresh_renews_the_token_unless_the_user_was_deactivated_meanwhile() {
+    let mut h = Harness::new(limits(), 100);
+    let exp = crate::protocol::clock::unix_seconds() + 600;
+    let token = crate::auth::mint::sign_claims(
+        SECRET,
+        serde_json::json!({"sub": "7", "exp": exp})
+            .as_object()
+            .expect("object"),
+    )
+    .expect("sign");
+    let refresh = || {
+        Message::text(
+            serde_json::json!({"type": "auth.refresh", "data": {"token": token}}).to_string(),
+        )
+    };
+    let (_, handled) = h.feed(vec![refresh()]);
+    assert!(handled[0].then.is_none() && !handled[0].overflowed);
+    assert_eq!(h.conn.token.exp(), exp, "the new exp is the deadline");
+    assert_eq!(json(&h.receive(1)[0])["type"], "auth.refreshed");
+    // The deactivation marks the user before its close reaches the shard:
+    // a refresh in between closes with 4003 and is not answered.
+    h.admission.deactivate("7");
+    let (_, handled) = h.feed(vec![refresh()]);
+    assert!(
+        matches!(
+            handled[0].then,
+            Some(Then::Close(CloseReason::Disconnected))
+        ),
+        "{handled:?}"
+    );
 }

@@ -1,7 +1,8 @@
 //! A connection's deadlines as the shard's coarse sweep sees them: the
-//! 4000 connection timeout, 4001 token expiry, the heartbeat ping, the
-//! close grace, and the control-frame window. The sweep itself (its tick,
-//! its order) is the shard's; this module only says what is due.
+//! 4000 connection timeout, 4001 token expiry and `token.expiring` (SPEC-v2
+//! §3), the heartbeat ping, the close grace, and the control-frame window.
+//! The sweep itself (its tick, its order) is the shard's; this module only
+//! says what is due.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,15 +16,76 @@ pub enum Due {
     Close(CloseReason),
     /// Its close handshake outlived the grace: drop it.
     Drop,
+    /// `token.expiring` is due (`Connection::notify_token_expiring`).
+    TokenExpiring,
+}
+
+/// The connection's current token as its timers see it: the raw `exp`
+/// (replaced by each successful `auth.refresh`) and the once-per-token
+/// `token.expiring` notice.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenTimer {
+    /// `exp` in seconds since the epoch, as the token says.
+    exp: u64,
+    /// The upgrade URL had `refresh=1`.
+    wants_notice: bool,
+    /// `token.expiring` went out for this token.
+    notice_sent: bool,
+}
+
+impl TokenTimer {
+    pub fn new(exp: u64, wants_notice: bool) -> TokenTimer {
+        TokenTimer {
+            exp,
+            wants_notice,
+            notice_sent: false,
+        }
+    }
+
+    pub fn exp(&self) -> u64 {
+        self.exp
+    }
+
+    /// Past `exp + --jwt-leeway + --token-refresh-grace` at `unix_ms`: the
+    /// connection is closed with 4001. With both at zero this is v1's
+    /// `exp <= now` in whole seconds.
+    pub fn expired(&self, unix_ms: u64, limits: &Limits) -> bool {
+        let grace_ms = limits.token_grace.as_millis() as u64;
+        self.exp.saturating_mul(1000).saturating_add(grace_ms) <= unix_ms
+    }
+
+    /// `token.expiring` is due: asked for, not yet sent for this token,
+    /// and `unix_ms` is within `--token-expiring-notice` of `exp`.
+    pub(super) fn notice_due(&self, unix_ms: u64, limits: &Limits) -> bool {
+        let notice_ms = limits.token_expiring_notice.as_millis() as u64;
+        self.wants_notice
+            && !self.notice_sent
+            && notice_ms > 0
+            && unix_ms.saturating_add(notice_ms) >= self.exp.saturating_mul(1000)
+    }
+
+    pub(super) fn notice_sent(&mut self) {
+        self.notice_sent = true;
+    }
+
+    /// A refreshed token: its `exp` is the deadline now (even if earlier),
+    /// and it gets its own notice unless its `exp` is the same (the same
+    /// token sent again must not start a notice/refresh loop).
+    pub(super) fn renew(&mut self, exp: u64) {
+        if exp != self.exp {
+            self.exp = exp;
+            self.notice_sent = false;
+        }
+    }
 }
 
 impl Connection {
-    /// Checks this connection's deadlines at a sweep (`unix_now` in
-    /// seconds), queueing the heartbeat `ping` when one is due.
+    /// Checks this connection's deadlines at a sweep (`unix_ms`: the wall
+    /// clock in ms), queueing the heartbeat `ping` when one is due.
     pub fn on_tick(
         &mut self,
         now: Instant,
-        unix_now: u64,
+        unix_ms: u64,
         new_control_window: bool,
         limits: &Limits,
         ping: &Arc<[u8]>,
@@ -36,10 +98,12 @@ impl Connection {
             Phase::Closing { deadline, .. } => (now >= deadline).then_some(Due::Drop),
             Phase::Open => {
                 if now.duration_since(self.last_seen) >= limits.connection_timeout {
-                    Some(Due::Close(CloseReason::ConnectionTimeout))
-                } else if self.token_expires_at <= unix_now {
-                    Some(Due::Close(CloseReason::TokenExpired))
-                } else if now.duration_since(self.last_ping) >= limits.heartbeat_interval {
+                    return Some(Due::Close(CloseReason::ConnectionTimeout));
+                }
+                if self.token.expired(unix_ms, limits) {
+                    return Some(Due::Close(CloseReason::TokenExpired));
+                }
+                if now.duration_since(self.last_ping) >= limits.heartbeat_interval {
                     self.last_ping = now;
                     if self
                         .outbound
@@ -49,10 +113,10 @@ impl Connection {
                         return Some(Due::Close(CloseReason::SlowConsumer));
                     }
                     self.mark_dirty(dirty);
-                    None
-                } else {
-                    None
                 }
+                self.token
+                    .notice_due(unix_ms, limits)
+                    .then_some(Due::TokenExpiring)
             }
         }
     }

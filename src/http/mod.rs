@@ -34,7 +34,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub hub: Arc<Hub>,
     pub admission: Arc<Admission>,
-    pub verifier: TokenVerifier,
+    pub verifier: Arc<TokenVerifier>,
     pub metrics: Arc<Metrics>,
     /// The same handle the library API gives embedders.
     pub gateway: Gateway,

@@ -75,18 +75,24 @@ pub fn handle_echo(state: &Arc<AppState>, mut request: Request<Incoming>) -> Res
     };
     let claims = crate::auth::Claims {
         user_id: format!("conformance-echo-{n}"),
-        expires_at: u64::MAX,
+        exp: u64::MAX,
     };
     let admitted = Admitted {
         accept,
         subprotocol: false,
-        connection: NewConnectionParts { claims, permit },
+        connection: NewConnectionParts {
+            claims,
+            token_notice: false,
+            permit,
+        },
     };
     upgrade(state, &mut request, admitted, true)
 }
 
 struct NewConnectionParts {
     claims: crate::auth::Claims,
+    /// `refresh=1`: the connection gets `token.expiring` (SPEC-v2 §3).
+    token_notice: bool,
     permit: crate::limits::ConnectionPermit,
 }
 
@@ -95,6 +101,7 @@ struct Checked {
     accept: HeaderValue,
     subprotocol: bool,
     claims: crate::auth::Claims,
+    token_notice: bool,
 }
 
 type Refusal = (RefusalReason, ApiError);
@@ -146,6 +153,7 @@ fn check(
         accept,
         subprotocol,
         claims,
+        token_notice: wants_token_notice(request),
     })
 }
 
@@ -156,6 +164,7 @@ async fn admit(state: &AppState, checked: Checked) -> Result<Admitted, Refusal> 
         accept,
         subprotocol,
         claims,
+        token_notice,
     } = checked;
     let permit = state.admission.admit(&claims.user_id).await.map_err(|e| {
         let reason = match e {
@@ -168,8 +177,19 @@ async fn admit(state: &AppState, checked: Checked) -> Result<Admitted, Refusal> 
     Ok(Admitted {
         accept,
         subprotocol,
-        connection: NewConnectionParts { claims, permit },
+        connection: NewConnectionParts {
+            claims,
+            token_notice,
+            permit,
+        },
     })
+}
+
+/// `refresh=1` in the query, whichever way the token came: exactly `1`
+/// asks for `token.expiring`; absent, any other value or an unreadable
+/// query does not (a v1 client never sees the message).
+fn wants_token_notice(request: &Request<Incoming>) -> bool {
+    uri::query_param(request.uri().query(), "refresh").is_ok_and(|v| v.as_deref() == Some("1"))
 }
 
 /// The token from the path, `?token=`, `Authorization: Bearer` or a
@@ -215,7 +235,11 @@ fn upgrade(
 ) -> Response {
     let on_upgrade = hyper::upgrade::on(request);
     let hub = state.hub.clone();
-    let NewConnectionParts { claims, permit } = admitted.connection;
+    let NewConnectionParts {
+        claims,
+        token_notice,
+        permit,
+    } = admitted.connection;
     state.tracker.spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
@@ -258,6 +282,7 @@ fn upgrade(
             already_read,
             tls,
             claims,
+            token_notice,
             permit,
             echo,
         };

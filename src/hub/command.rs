@@ -24,6 +24,8 @@ pub struct NewConnection {
     /// Bytes hyper read past the HTTP request (the client's first frames).
     pub already_read: Bytes,
     pub claims: Claims,
+    /// The upgrade URL had `refresh=1`: send `token.expiring` (SPEC-v2 §3).
+    pub token_notice: bool,
     pub permit: ConnectionPermit,
     /// The TLS session, when the connection came in over TLS: the
     /// connection drives it sans-I/O over the raw socket.

@@ -73,10 +73,10 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use crate::auth::Claims;
+    use crate::auth::{Claims, TokenVerifier};
     use crate::cluster::LocalBackplane;
     use crate::hub::command::NewConnection;
-    use crate::hub::shard::ShardSettings;
+    use crate::hub::shard::{ShardSettings, ShardShared};
     use crate::hub::Hub;
     use crate::limits::Admission;
     use crate::ws::CloseReason;
@@ -97,16 +97,23 @@ mod tests {
             rate_limit_messages: 100,
             rate_limit_window: Duration::from_secs(60),
             max_control_frames_per_second: 100,
+            token_expiring_notice: Duration::from_secs(60),
+            token_refresh_grace: Duration::ZERO,
             test_panic_user: None,
         };
         let admission = Admission::new(10, 3);
+        let verifier =
+            TokenVerifier::new(&crate::Config::embedded("secret", "key").auth).expect("verifier");
         let hub = Hub::start(
             1,
             settings,
-            Arc::default(),
-            None,
+            ShardShared {
+                metrics: Arc::default(),
+                webhook: None,
+                backplane: Arc::new(LocalBackplane),
+                verifier: Arc::new(verifier),
+            },
             "node".into(),
-            Arc::new(LocalBackplane),
             admission.clone(),
         )
         .expect("hub");
@@ -127,8 +134,9 @@ mod tests {
             already_read: Default::default(),
             claims: Claims {
                 user_id: "late".into(),
-                expires_at: u64::MAX / 2,
+                exp: u64::MAX / 2,
             },
+            token_notice: false,
             permit,
             tls: None,
             echo: false,

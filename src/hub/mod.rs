@@ -36,10 +36,9 @@ use crate::limits::Admission;
 use crate::metrics::{Metrics, OutKind};
 use crate::protocol::envelope::encode_as;
 use crate::protocol::{clock, Event, MessageIds};
-use crate::webhook::WebhookQueue;
 use crate::ws::{frame, CloseReason};
 use command::{CloseTarget, Command, Delivery, DeliveryReport, NewConnection, ShardTarget};
-use shard::{ShardGone, ShardHandle, ShardSettings};
+use shard::{ShardGone, ShardHandle, ShardSettings, ShardShared};
 
 /// The answer to a publish: the message id and how many connections it
 /// was handed to (written or queued).
@@ -94,40 +93,31 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Starts `count` shard threads.
+    /// Starts `count` shard threads, each with `shared`.
     pub fn start(
         count: usize,
         settings: ShardSettings,
-        metrics: Arc<Metrics>,
-        webhook: Option<WebhookQueue>,
+        shared: ShardShared,
         node_id: String,
-        backplane: Arc<dyn Backplane>,
         admission: Arc<Admission>,
     ) -> std::io::Result<Hub> {
         let node_tag = node_tag(&node_id);
         let mut shards = Vec::with_capacity(count);
         let mut threads = Vec::with_capacity(count);
         for index in 0..count {
-            let (handle, thread) = shard::spawn(
-                index,
-                node_tag,
-                settings.clone(),
-                metrics.clone(),
-                webhook.clone(),
-                backplane.clone(),
-            )?;
+            let (handle, thread) = shard::spawn(index, node_tag, settings.clone(), shared.clone())?;
             shards.push(handle);
             threads.push(thread);
         }
         Ok(Hub {
             shards,
             threads: Mutex::new(threads),
-            metrics,
+            metrics: shared.metrics,
             ids: MessageIds::new(),
             max_message_size: settings.max_message_size,
             node_id,
             node_tag,
-            backplane,
+            backplane: shared.backplane,
             admission,
             started: Instant::now(),
         })

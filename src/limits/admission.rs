@@ -85,6 +85,12 @@ impl ConnectionPermit {
     pub fn user_inactive(&self) -> bool {
         self.admission.is_inactive(&self.user)
     }
+
+    /// True when `user` (any user) is deactivated: for a refreshed token,
+    /// checked like a connecting one.
+    pub fn is_inactive(&self, user: &str) -> bool {
+        self.admission.is_inactive(user)
+    }
 }
 
 impl std::fmt::Debug for ConnectionPermit {

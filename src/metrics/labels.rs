@@ -15,17 +15,19 @@ pub enum InKind {
     Subscribe,
     Unsubscribe,
     UploadCancel,
+    AuthRefresh,
     /// Frames that were not a valid client message (bad JSON, binary, unknown type).
     Invalid,
 }
 
 impl InKind {
-    pub const ALL: [InKind; 6] = [
+    pub const ALL: [InKind; 7] = [
         InKind::Ping,
         InKind::Heartbeat,
         InKind::Subscribe,
         InKind::Unsubscribe,
         InKind::UploadCancel,
+        InKind::AuthRefresh,
         InKind::Invalid,
     ];
 
@@ -38,6 +40,7 @@ impl InKind {
             "subscribe" => InKind::Subscribe,
             "unsubscribe" => InKind::Unsubscribe,
             "upload.cancel" => InKind::UploadCancel,
+            "auth.refresh" => InKind::AuthRefresh,
             _ => InKind::Invalid,
         }
     }
@@ -49,6 +52,7 @@ impl InKind {
             InKind::Subscribe => "subscribe",
             InKind::Unsubscribe => "unsubscribe",
             InKind::UploadCancel => "upload.cancel",
+            InKind::AuthRefresh => "auth.refresh",
             InKind::Invalid => "invalid",
         }
     }
@@ -68,18 +72,22 @@ pub enum OutKind {
     SubscriptionConfirmed,
     UnsubscriptionConfirmed,
     UploadCancelAcknowledged,
+    AuthRefreshed,
+    TokenExpiring,
     Error,
 }
 
 impl OutKind {
     /// The kinds that are not events, in rendering order (after the events).
-    const NON_EVENTS: [OutKind; 7] = [
+    const NON_EVENTS: [OutKind; 9] = [
         OutKind::ConnectionEstablished,
         OutKind::Pong,
         OutKind::HeartbeatAck,
         OutKind::SubscriptionConfirmed,
         OutKind::UnsubscriptionConfirmed,
         OutKind::UploadCancelAcknowledged,
+        OutKind::AuthRefreshed,
+        OutKind::TokenExpiring,
         OutKind::Error,
     ];
     pub const COUNT: usize = Event::COUNT + Self::NON_EVENTS.len();
@@ -101,6 +109,8 @@ impl OutKind {
             OutKind::SubscriptionConfirmed => "subscription.confirmed",
             OutKind::UnsubscriptionConfirmed => "unsubscription.confirmed",
             OutKind::UploadCancelAcknowledged => "upload.cancel.acknowledged",
+            OutKind::AuthRefreshed => "auth.refreshed",
+            OutKind::TokenExpiring => "token.expiring",
             OutKind::Error => "error",
         }
     }
@@ -114,7 +124,9 @@ impl OutKind {
             OutKind::SubscriptionConfirmed => Event::COUNT + 3,
             OutKind::UnsubscriptionConfirmed => Event::COUNT + 4,
             OutKind::UploadCancelAcknowledged => Event::COUNT + 5,
-            OutKind::Error => Event::COUNT + 6,
+            OutKind::AuthRefreshed => Event::COUNT + 6,
+            OutKind::TokenExpiring => Event::COUNT + 7,
+            OutKind::Error => Event::COUNT + 8,
         }
     }
 }
@@ -151,6 +163,37 @@ impl RefusalReason {
             RefusalReason::ServerAtCapacity => "server_at_capacity",
             RefusalReason::ConnectionRate => "connection_rate",
             RefusalReason::TooManyPending => "too_many_pending",
+        }
+    }
+
+    pub(super) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// How an `auth.refresh` ended, as in `wsgate_token_refresh_total{result}`
+/// (SPEC-v2 §9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefreshResult {
+    Ok,
+    /// `TOKEN_INVALID`.
+    Invalid,
+    /// `TOKEN_SUB_MISMATCH`.
+    SubMismatch,
+}
+
+impl RefreshResult {
+    pub const ALL: [RefreshResult; 3] = [
+        RefreshResult::Ok,
+        RefreshResult::Invalid,
+        RefreshResult::SubMismatch,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RefreshResult::Ok => "ok",
+            RefreshResult::Invalid => "invalid",
+            RefreshResult::SubMismatch => "sub_mismatch",
         }
     }
 
@@ -250,6 +293,11 @@ mod tests {
             RefusalReason::label,
         );
         check(&DropReason::ALL, DropReason::index, DropReason::label);
+        check(
+            &RefreshResult::ALL,
+            RefreshResult::index,
+            RefreshResult::label,
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-pub use labels::{DropReason, InKind, OutKind, RefusalReason};
+pub use labels::{DropReason, InKind, OutKind, RefreshResult, RefusalReason};
 
 /// Upper bounds of the fan-out histogram buckets, in seconds.
 const FANOUT_BUCKETS: [f64; 14] = [
@@ -29,6 +29,8 @@ pub struct Metrics {
     refused: [AtomicU64; RefusalReason::ALL.len()],
     dropped: [AtomicU64; DropReason::ALL.len()],
     webhook_attempts_failed: AtomicU64,
+    token_expiring_sent: AtomicU64,
+    token_refresh: [AtomicU64; RefreshResult::ALL.len()],
     fanout_buckets: [AtomicU64; FANOUT_BUCKETS.len()],
     fanout_count: AtomicU64,
     fanout_sum_nanos: AtomicU64,
@@ -64,6 +66,8 @@ impl Default for Metrics {
             refused: Default::default(),
             dropped: Default::default(),
             webhook_attempts_failed: AtomicU64::new(0),
+            token_expiring_sent: AtomicU64::new(0),
+            token_refresh: Default::default(),
             fanout_buckets: Default::default(),
             fanout_count: AtomicU64::new(0),
             fanout_sum_nanos: AtomicU64::new(0),
@@ -101,6 +105,12 @@ impl Metrics {
     /// One failed webhook attempt (a retry may still deliver the call).
     pub fn webhook_attempt_failed(&self) {
         self.webhook_attempts_failed.fetch_add(1, Relaxed);
+    }
+    pub fn token_expiring_sent(&self) {
+        self.token_expiring_sent.fetch_add(1, Relaxed);
+    }
+    pub fn token_refresh(&self, result: RefreshResult) {
+        self.token_refresh[result.index()].fetch_add(1, Relaxed);
     }
     pub fn observe_fanout(&self, elapsed: Duration) {
         let secs = elapsed.as_secs_f64();

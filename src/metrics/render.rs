@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::{DropReason, InKind, Metrics, OutKind, RefusalReason, FANOUT_BUCKETS};
+use super::{DropReason, InKind, Metrics, OutKind, RefreshResult, RefusalReason, FANOUT_BUCKETS};
 
 impl Metrics {
     /// The Prometheus text exposition of every metric.
@@ -102,6 +102,31 @@ impl Metrics {
             "wsgate_webhook_attempts_failed_total {}",
             self.webhook_attempts_failed.load(Relaxed)
         )?;
+
+        writeln!(
+            out,
+            "# HELP wsgate_token_expiring_sent_total token.expiring messages sent (refresh=1 connections)."
+        )?;
+        writeln!(out, "# TYPE wsgate_token_expiring_sent_total counter")?;
+        writeln!(
+            out,
+            "wsgate_token_expiring_sent_total {}",
+            self.token_expiring_sent.load(Relaxed)
+        )?;
+
+        writeln!(
+            out,
+            "# HELP wsgate_token_refresh_total auth.refresh requests, by result."
+        )?;
+        writeln!(out, "# TYPE wsgate_token_refresh_total counter")?;
+        for result in RefreshResult::ALL {
+            writeln!(
+                out,
+                "wsgate_token_refresh_total{{result=\"{}\"}} {}",
+                result.label(),
+                self.token_refresh[result.index()].load(Relaxed)
+            )?;
+        }
 
         writeln!(out, "# HELP wsgate_fanout_seconds Time from a publish call to the last write of its fan-out.")?;
         writeln!(out, "# TYPE wsgate_fanout_seconds histogram")?;

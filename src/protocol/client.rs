@@ -10,13 +10,14 @@ use serde_json::{Map, Value};
 use super::error::{ErrorCode, ProtocolError};
 use super::event::Event;
 
-/// The client message types of SPEC §3, by wire name.
-pub const CLIENT_MESSAGE_TYPES: [&str; 5] = [
+/// The client message types of SPEC §3 and SPEC-v2, by wire name.
+pub const CLIENT_MESSAGE_TYPES: [&str; 6] = [
     "ping",
     "heartbeat",
     "subscribe",
     "unsubscribe",
     "upload.cancel",
+    "auth.refresh",
 ];
 
 /// A validated client request.
@@ -35,6 +36,10 @@ pub enum ClientRequest {
         /// The whole `data` object, forwarded to the webhook as sent.
         data: Map<String, Value>,
     },
+    /// SPEC-v2 §3: a new token for this connection, not yet checked.
+    AuthRefresh {
+        token: String,
+    },
 }
 
 impl ClientRequest {
@@ -46,6 +51,7 @@ impl ClientRequest {
             ClientRequest::Subscribe(_) => "subscribe",
             ClientRequest::Unsubscribe(_) => "unsubscribe",
             ClientRequest::UploadCancel { .. } => "upload.cancel",
+            ClientRequest::AuthRefresh { .. } => "auth.refresh",
         }
     }
 }
@@ -121,6 +127,14 @@ fn validate(mut object: Map<String, Value>) -> Result<ClientRequest, ProtocolErr
             }),
             _ => Err(ProtocolError::invalid_message(
                 "`data.upload_id` must be a non-empty string",
+            )),
+        },
+        "auth.refresh" => match data.get("token") {
+            Some(Value::String(token)) => Ok(ClientRequest::AuthRefresh {
+                token: token.clone(),
+            }),
+            _ => Err(ProtocolError::invalid_message(
+                "`data.token` must be a string",
             )),
         },
         other => Err(ProtocolError::new(
@@ -242,6 +256,25 @@ mod tests {
             code(r#"{"type":"upload.cancel","data":{"upload_id":""}}"#),
             ErrorCode::InvalidMessage
         );
+    }
+
+    #[test]
+    fn auth_refresh_needs_a_string_token() {
+        let parsed = parse(r#"{"type":"auth.refresh","data":{"token":"a.b.c"},"id":"r"}"#);
+        assert_eq!(parsed.reply_to, Some(json!("r")));
+        assert_eq!(
+            parsed.request.expect("valid"),
+            ClientRequest::AuthRefresh {
+                token: "a.b.c".into()
+            }
+        );
+        for bad in [
+            r#"{"type":"auth.refresh"}"#,
+            r#"{"type":"auth.refresh","data":{"token":5}}"#,
+            r#"{"type":"auth.refresh","data":{"token":null}}"#,
+        ] {
+            assert_eq!(code(bad), ErrorCode::InvalidMessage, "{bad}");
+        }
     }
 
     #[test]

@@ -12,6 +12,10 @@ pub enum ErrorCode {
     InvalidMessageType,
     InvalidSubscription,
     RateLimitExceeded,
+    /// `auth.refresh` with a token a connection could not open with.
+    TokenInvalid,
+    /// `auth.refresh` with a valid token of another user.
+    TokenSubMismatch,
 }
 
 impl ErrorCode {
@@ -22,6 +26,8 @@ impl ErrorCode {
             ErrorCode::InvalidMessageType => "INVALID_MESSAGE_TYPE",
             ErrorCode::InvalidSubscription => "INVALID_SUBSCRIPTION",
             ErrorCode::RateLimitExceeded => "RATE_LIMIT_EXCEEDED",
+            ErrorCode::TokenInvalid => "TOKEN_INVALID",
+            ErrorCode::TokenSubMismatch => "TOKEN_SUB_MISMATCH",
         }
     }
 }

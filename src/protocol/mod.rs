@@ -12,6 +12,6 @@ pub mod ids;
 pub mod server;
 
 pub use client::ClientRequest;
-pub use error::ProtocolError;
+pub use error::{ErrorCode, ProtocolError};
 pub use event::{Event, EventSet};
 pub use ids::MessageIds;

@@ -12,21 +12,63 @@ use super::error::ProtocolError;
 use super::event::{Event, EventSet};
 use super::ids::MessageIds;
 
-/// The `features` list of `connection.established`.
-pub const FEATURES: [&str; 3] = ["heartbeat", "subscriptions", "rate_limiting"];
+/// The `features` list of `connection.established`: v1's three first, in
+/// v1's order, then SPEC-v2 §1's (the conditional `recovery` and
+/// `last_value` would go before `token_refresh`).
+pub const FEATURES: [&str; 4] = [
+    "heartbeat",
+    "subscriptions",
+    "rate_limiting",
+    "token_refresh",
+];
+
+/// A token's expiry as clients see it (SPEC-v2 §3): `exp` in RFC 3339
+/// with ms, and the whole seconds left (≥ 0) for clients with wrong clocks.
+#[derive(Serialize)]
+struct TokenExpiry {
+    expires_at: String,
+    expires_in: u64,
+}
+
+impl TokenExpiry {
+    fn new(exp_secs: u64, now_ms: u64) -> TokenExpiry {
+        let exp_ms = exp_secs.saturating_mul(1000);
+        TokenExpiry {
+            expires_at: clock::format_rfc3339_millis(exp_ms),
+            expires_in: exp_ms.saturating_sub(now_ms) / 1000,
+        }
+    }
+}
 
 pub fn connection_established(
     ids: &MessageIds,
     connection_id: &str,
     user_id: &str,
+    token_exp: u64,
+    now_ms: u64,
 ) -> EncodedMessage {
+    let expiry = TokenExpiry::new(token_exp, now_ms);
     let data = json!({
         "connection_id": connection_id,
         "user_id": user_id,
         "server_time": clock::now_rfc3339(),
         "features": FEATURES,
+        "expires_at": expiry.expires_at,
+        "expires_in": expiry.expires_in,
     });
     encode(ids, "connection.established", &data, None)
+}
+
+/// `token.expiring` (no `reply_to`) or `auth.refreshed` (the reply to an
+/// `auth.refresh`), both `{"expires_at", "expires_in"}`.
+pub fn token_expiry(
+    ids: &MessageIds,
+    kind: &str,
+    token_exp: u64,
+    now_ms: u64,
+    reply_to: Option<&Value>,
+) -> EncodedMessage {
+    encode(ids, kind, &TokenExpiry::new(token_exp, now_ms), reply_to)
 }
 
 /// `pong` data; typed rather than a `json!` map because pings are the

@@ -428,6 +428,7 @@ describe("token expiry while connected", () => {
     let calls = 0;
     const client = makeClient(t, server, {
       getToken: () => mintToken(user, { ttl: ++calls === 1 ? 2 : 3600 }),
+      refreshToken: false, // the reconnect path; the in-band refresh is tested below
     });
     client.connect();
     await client.subscribe(["file.ready"]);
@@ -437,5 +438,76 @@ describe("token expiry while connected", () => {
     await client.once("resubscribed");
     assert.equal(calls, 2);
     assert.equal(client.state, "open");
+  });
+});
+
+describe("in-band token refresh (SPEC-v2 section 3)", () => {
+  let server;
+  before(async () => {
+    server = await startServer({ args: ["--token-expiring-notice", "1s"] });
+  });
+  after(async () => {
+    await server?.stop();
+  });
+
+  test("token.expiring gets a new token from getToken() on the same connection: no reconnect, no missed event", { timeout: 30000 }, async (t) => {
+    const user = uniqueUser("refresh");
+    let calls = 0;
+    let firstExp;
+    const client = makeClient(t, server, {
+      getToken: () => {
+        calls += 1;
+        if (calls === 1) {
+          firstExp = Math.floor(Date.now() / 1000) + 3;
+          return mintToken(user, { ttl: 3 });
+        }
+        return mintToken(user, { ttl: 3600 });
+      },
+    });
+    const errors = [];
+    client.on("error", (e) => errors.push(e));
+    const established = client.once("established");
+    client.connect();
+    assert.equal(new Date((await established).expires_at).getTime(), firstExp * 1000, "expires_at is the token's exp");
+    await client.subscribe(["file.ready"]);
+    const id = client.connectionId;
+    const before = client.once("message");
+    assert.equal((await api(server, "POST", "/api/v1/events", { type: "file.ready", data: { n: 1 } })).body.delivered, 1);
+    assert.equal((await before).data.n, 1);
+
+    const refreshed = await client.once("refreshed");
+    assert.equal(calls, 2, "getToken asked once more, for the refresh");
+    assert.ok(refreshed.expires_in > 3000, `the new token's expires_in: ${refreshed.expires_in}`);
+    assert.equal(client.tokenExpiresAt, refreshed.expires_at);
+    // Let the first token's deadline pass (no event to wait for: nothing must happen).
+    await sleep(Math.max(0, firstExp * 1000 + 1500 - Date.now()));
+    const after = client.once("message");
+    assert.equal((await api(server, "POST", "/api/v1/events", { type: "file.ready", data: { n: 2 } })).body.delivered, 1);
+    assert.equal((await after).data.n, 2);
+
+    assert.equal(client.connectionId, id, "the same connection");
+    assert.deepEqual(client.events.filter((e) => ["closed", "reconnecting", "connecting"].includes(e.ev)).map((e) => e.ev), ["connecting"]);
+    assert.deepEqual(errors, []);
+    const listed = await api(server, "GET", `/api/v1/connections?user_id=${user}`);
+    assert.deepEqual(listed.body.map((c) => c.connection_id), [id]);
+    assert.equal(listed.body[0].token_expires_at, refreshed.expires_at);
+    assert.deepEqual(client.received.filter((m) => m.type === "file.ready").map((m) => m.data.n), [1, 2], "each event once");
+  });
+
+  test("a refused refresh is surfaced as an error and the old token runs out (4001)", { timeout: 30000 }, async (t) => {
+    const user = uniqueUser("refused");
+    let calls = 0;
+    const client = makeClient(t, server, {
+      reconnect: false,
+      getToken: () => (++calls === 1 ? mintToken(user, { ttl: 3 }) : mintToken(uniqueUser("other"))),
+    });
+    const error = new Promise((resolve) => client.on("error", resolve));
+    const closed = client.once("closed");
+    client.connect();
+    const e = await error;
+    assert.ok(e instanceof WsgateError);
+    assert.equal(e.code, "TOKEN_SUB_MISMATCH");
+    assert.equal((await closed).code, 4001);
+    assert.equal(calls, 2);
   });
 });

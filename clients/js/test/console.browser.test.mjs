@@ -172,6 +172,8 @@ describe("operator console in Chromium", () => {
     assert.equal(await page.textContent("#state"), "open");
     assert.equal(new URL(page.url()).hash, "", "secrets are removed from the address bar");
     assert.match(await page.textContent("#conn-info"), new RegExp(user));
+    assert.match(await page.textContent("#conn-info"), /token expires \S/, "the client tab shows the token's expiry");
+    assert.match(await page.getAttribute("#conn-info", "title"), /^token exp \d{4}-\d\d-\d\dT/);
     assert.equal(await page.locator("#event-list input[data-event]").count(), 12);
     await page.waitForSelector('#log li[data-type="connection.established"]');
   });

@@ -18,6 +18,7 @@ use super::DeliveryReport;
 use super::{Shard, READ_BUDGET};
 use crate::connection::{fails_connection, Context, Decrypted, Phase, Then};
 use crate::metrics::DropReason;
+use crate::protocol::clock;
 use crate::ws::CloseReason;
 
 impl Shard {
@@ -106,6 +107,9 @@ impl Shard {
     /// peer's close).
     pub(super) fn process_input(&mut self, key: usize, bytes: &[u8]) {
         let now = Instant::now();
+        // When these frames were read completely: SPEC-v2 §3 judges a
+        // message against the token deadline at this instant.
+        let read_at_ms = clock::unix_millis();
         let Some(conn) = self.connections.get_mut(key) else {
             return;
         };
@@ -115,7 +119,7 @@ impl Shard {
             self.close(key, CloseReason::SlowConsumer);
         }
         for message in inbox.drain(..) {
-            self.handle_message(key, message, now);
+            self.handle_message(key, message, now, read_at_ms);
         }
         self.inbox = inbox;
         if let Some(reason) = decoded.failure {
@@ -128,7 +132,7 @@ impl Shard {
 
     /// One message, and at once what it asks of the shard: the next
     /// message's dispatch must see this one's effects.
-    fn handle_message(&mut self, key: usize, message: Message, now: Instant) {
+    fn handle_message(&mut self, key: usize, message: Message, now: Instant, read_at_ms: u64) {
         let Some(conn) = self.connections.get_mut(key) else {
             return;
         };
@@ -137,9 +141,10 @@ impl Shard {
             limiter: &mut self.limiter,
             metrics: &self.metrics,
             limits: &self.limits,
+            verifier: &self.verifier,
             dirty: &mut self.dirty,
         };
-        let handled = conn.on_message(message, now, &mut cx);
+        let handled = conn.on_message(message, now, read_at_ms, &mut cx);
         if handled.overflowed {
             self.overflowed(key);
         }

@@ -28,8 +28,9 @@ use tungstenite::Message;
 
 use super::command::{CloseTarget, Command, DeliveryReport, NewConnection};
 use crate::address::ConnId;
+use crate::auth::TokenVerifier;
 use crate::cluster::Backplane;
-use crate::connection::{self, Connection, ConnectionInfo, Due};
+use crate::connection::{self, Connection, ConnectionInfo, Due, TokenTimer};
 use crate::limits::RateLimiter;
 use crate::metrics::{DropReason, Metrics};
 use crate::protocol::MessageIds;
@@ -75,6 +76,10 @@ pub struct ShardSettings {
     /// WebSocket control frames (ping, pong) a client may send per second
     /// on one connection; past it, close 1008.
     pub max_control_frames_per_second: u32,
+    /// `--token-expiring-notice` (zero: no `token.expiring`).
+    pub token_expiring_notice: Duration,
+    /// `--token-refresh-grace`: past `exp` + leeway before the 4001.
+    pub token_refresh_grace: Duration,
     /// Test-only fault injection (`--test-shard-panic-user`): registering
     /// this user's connection panics the shard.
     pub test_panic_user: Option<String>,
@@ -86,12 +91,16 @@ impl ShardSettings {
         (shortest / 4).clamp(Duration::from_millis(5), Duration::from_millis(500))
     }
 
-    fn connection_limits(&self) -> connection::Limits {
+    /// `leeway`: the verifier's `--jwt-leeway`, which a connection's token
+    /// gets past `exp` like a connecting token does.
+    fn connection_limits(&self, leeway: Duration) -> connection::Limits {
         connection::Limits {
             max_queued_bytes: self.max_queued_bytes,
             max_control_frames_per_second: self.max_control_frames_per_second,
             heartbeat_interval: self.heartbeat_interval,
             connection_timeout: self.connection_timeout,
+            token_expiring_notice: self.token_expiring_notice,
+            token_grace: leeway + self.token_refresh_grace,
         }
     }
 
@@ -135,15 +144,29 @@ impl ShardHandle {
     }
 }
 
+/// The process-wide parts every shard shares.
+#[derive(Clone)]
+pub struct ShardShared {
+    pub metrics: Arc<Metrics>,
+    pub webhook: Option<WebhookQueue>,
+    pub backplane: Arc<dyn Backplane>,
+    /// Checks `auth.refresh` tokens on the shard thread.
+    pub verifier: Arc<TokenVerifier>,
+}
+
 /// Starts shard `index` on its own thread.
 pub fn spawn(
     index: usize,
     node: u32,
     settings: ShardSettings,
-    metrics: Arc<Metrics>,
-    webhook: Option<WebhookQueue>,
-    backplane: Arc<dyn Backplane>,
+    shared: ShardShared,
 ) -> io::Result<(ShardHandle, std::thread::JoinHandle<()>)> {
+    let ShardShared {
+        metrics,
+        webhook,
+        backplane,
+        verifier,
+    } = shared;
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
@@ -152,7 +175,7 @@ pub fn spawn(
         index,
         node,
         ws_config: settings.ws_config(),
-        limits: settings.connection_limits(),
+        limits: settings.connection_limits(verifier.leeway()),
         limiter: RateLimiter::new(settings.rate_limit_messages, settings.rate_limit_window),
         settings,
         poll,
@@ -163,6 +186,7 @@ pub fn spawn(
         metrics,
         webhook,
         backplane,
+        verifier,
         stats: stats.clone(),
         generation: 0,
         scratch: vec![0; SCRATCH_SIZE],
@@ -225,6 +249,7 @@ struct Shard {
     webhook: Option<WebhookQueue>,
     /// Where `upload.cancelled` goes for the user's other nodes.
     backplane: Arc<dyn Backplane>,
+    verifier: Arc<TokenVerifier>,
     stats: Arc<ShardStats>,
     generation: u32,
     /// Socket reads land here; reused across connections.
@@ -431,7 +456,7 @@ impl Shard {
             new.tls,
             self.ws_config,
             new.permit,
-            new.claims.expires_at,
+            TokenTimer::new(new.claims.exp, new.token_notice),
             new.echo,
         ));
         self.indexes.insert(key, conn);
@@ -448,6 +473,7 @@ impl Shard {
             limiter: &mut self.limiter,
             metrics: &self.metrics,
             limits: &self.limits,
+            verifier: &self.verifier,
             dirty: &mut self.dirty,
         };
         if self.connections[key].greet(&mut cx).overflowed {
@@ -483,6 +509,8 @@ mod tests {
             rate_limit_messages: 100,
             rate_limit_window: Duration::from_secs(60),
             max_control_frames_per_second: 100,
+            token_expiring_notice: Duration::from_secs(60),
+            token_refresh_grace: Duration::ZERO,
             test_panic_user: None,
         };
         assert_eq!(settings.tick(), Duration::from_millis(50));

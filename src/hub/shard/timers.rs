@@ -1,14 +1,19 @@
 //! The shard's clock work: the coarse sweep over its connections (each
 //! connection says what is due: a heartbeat ping, the 4000 timeout, 4001
-//! token expiry, the end of its close grace; see `connection::timers`),
+//! token expiry, `token.expiring`, the end of its close grace; see
+//! `connection::timers`),
 //! the control-frame window, and the shutdown drain that closes
 //! connections in batches. The sweep carries out what is due; it decides
 //! no connection's deadlines itself.
+//!
+//! It runs after the turn's socket reads (see `Shard::run`): a message read
+//! in a turn is handled before that turn's sweep, which is what lets an
+//! `auth.refresh` read before the token deadline win over the 4001.
 
 use std::time::{Duration, Instant};
 
 use super::{Drain, Shard, DRAIN_STEP};
-use crate::connection::{Due, CLOSE_GRACE};
+use crate::connection::{Context, Due, CLOSE_GRACE};
 use crate::metrics::DropReason;
 use crate::protocol::clock;
 use crate::ws::CloseReason;
@@ -17,10 +22,10 @@ use crate::ws::CloseReason;
 const CONTROL_WINDOW: Duration = Duration::from_secs(1);
 
 impl Shard {
-    /// The coarse timer sweep: heartbeats, timeouts, token expiry, and
-    /// closing connections past their grace.
+    /// The coarse timer sweep: heartbeats, timeouts, token expiry and its
+    /// notice, and closing connections past their grace.
     pub(super) fn tick(&mut self, now: Instant) {
-        let unix_now = clock::unix_seconds();
+        let unix_ms = clock::unix_millis();
         // The control frame cap is per second, in windows of this clock.
         let new_control_window = now.duration_since(self.control_window_start) >= CONTROL_WINDOW;
         if new_control_window {
@@ -30,7 +35,7 @@ impl Shard {
         for (key, conn) in self.connections.iter_mut() {
             let due = conn.on_tick(
                 now,
-                unix_now,
+                unix_ms,
                 new_control_window,
                 &self.limits,
                 &self.ping,
@@ -44,6 +49,19 @@ impl Shard {
             match due {
                 Due::Close(reason) => self.close(key, reason),
                 Due::Drop => self.remove(key, DropReason::ConnectionClosing),
+                Due::TokenExpiring => {
+                    let mut cx = Context {
+                        ids: &self.ids,
+                        limiter: &mut self.limiter,
+                        metrics: &self.metrics,
+                        limits: &self.limits,
+                        verifier: &self.verifier,
+                        dirty: &mut self.dirty,
+                    };
+                    if self.connections[key].notify_token_expiring(unix_ms, &mut cx) {
+                        self.overflowed(key);
+                    }
+                }
             }
         }
         self.expired = expired;
