@@ -39,7 +39,7 @@ if [ ! -x "$LOADTEST_BIN" ]; then
 fi
 
 # Nothing may be listening on PORT already (we would measure the wrong server).
-if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+if [ "$scenario" != setup ] && (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
   echo "port $PORT is already in use; set PORT" >&2
   exit 1
 fi
