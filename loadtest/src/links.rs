@@ -259,7 +259,10 @@ impl CpuMeter {
             "server_cpu_pct",
             json!(server_s.map(|s| round2(s / wall * 100.0))),
         );
-        row.push("server_cpu_s", json!(server_s.map(|s| (s * 1000.0).round() / 1000.0)));
+        row.push(
+            "server_cpu_s",
+            json!(server_s.map(|s| (s * 1000.0).round() / 1000.0)),
+        );
         row.push(
             "gen_cpu_pct",
             json!(round2((links.gen_cpu() - self.gen) / wall * 100.0)),
