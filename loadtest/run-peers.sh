@@ -9,7 +9,8 @@
 #
 # NAME: wsgate | uws | node-ws | rust-tokio | seed-python
 # A peer is copied from PEERS_DIR/NAME to target/peers/NAME (once) and its
-# setup.sh is run (idempotent). wsgate runs target/release/wsgate (built if missing).
+# setup.sh is run (idempotent). wsgate runs WSGATE_BIN, else the release build
+# (cargo build --release first: a no-op when up to date).
 #
 # Env: PORT (9200), JWT_SECRET (bench-secret), API_KEY (bench-key), SERVER_CPU (0),
 #      GEN_CPU (1), WSGATE_BIN, WSGATE_EXTRA_ARGS, LOADTEST_BIN, SERVER_LOG,
@@ -48,9 +49,11 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 case "$name" in
   wsgate)
-    bin="${WSGATE_BIN:-$root/target/release/wsgate}"
-    if [ ! -x "$bin" ]; then
-      echo "building wsgate (release)..." >&2
+    bin="${WSGATE_BIN:-}"
+    if [ -z "$bin" ]; then
+      # Always through cargo (a no-op when up to date), so a stale release
+      # binary is never the one measured.
+      bin="${CARGO_TARGET_DIR:-$root/target}/release/wsgate"
       CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-1}" cargo build --release -q --bin wsgate
     fi
     # --max-message-size: the 64 KiB fan-out payload plus its envelope must fit.
