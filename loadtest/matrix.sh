@@ -19,7 +19,7 @@ mkdir -p "$(dirname "$OUT")"
 args_for() {
   case "$1" in
     connect) echo "-n 5000" ;;
-    fanout) echo "-n 1000 -m 100 --payload 100,4096,65536" ;;
+    fanout) echo "-n 1000 -m 100 --payload 100,1024,4096,16384,65536" ;;
     throughput) echo "-n 1000 -k 8 -d 10s" ;;
     ping) echo "-n 500 -d 10s" ;;
     churn) echo "-n 50 -d 10s" ;;

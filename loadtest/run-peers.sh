@@ -5,16 +5,19 @@
 #   loadtest/run-peers.sh NAME SCENARIO [wsgate-loadtest flags...]
 #   loadtest/run-peers.sh rust-tokio fanout -n 1000 -m 200 --payload 100,4096,65536
 #   loadtest/run-peers.sh wsgate connect -n 20000 --procs 2 --hold 30s
+#   loadtest/run-peers.sh uws setup        # only copy and set the peer up
 #
 # NAME: wsgate | uws | node-ws | rust-tokio | seed-python
-# A peer is copied from ../shared/peers/NAME to target/peers/NAME (once) and its
-# setup.sh is run (idempotent). wsgate runs target/release/wsgate (built if missing).
+# A peer is copied from PEERS_DIR/NAME to target/peers/NAME (once) and its
+# setup.sh is run (idempotent). wsgate runs WSGATE_BIN, else the release build
+# (cargo build --release first: a no-op when up to date).
 #
 # Env: PORT (9200), JWT_SECRET (bench-secret), API_KEY (bench-key), SERVER_CPU (0),
-#      GEN_CPU (1), WSGATE_BIN, WSGATE_EXTRA_ARGS, LOADTEST_BIN, SERVER_LOG.
+#      GEN_CPU (1), WSGATE_BIN, WSGATE_EXTRA_ARGS, LOADTEST_BIN, SERVER_LOG,
+#      PEERS_DIR (../shared/peers beside the checkout; read-only is fine).
 set -euo pipefail
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [ $# -ge 2 ] || usage
 name="$1"; scenario="$2"; shift 2
 
@@ -37,7 +40,7 @@ if [ ! -x "$LOADTEST_BIN" ]; then
 fi
 
 # Nothing may be listening on PORT already (we would measure the wrong server).
-if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+if [ "$scenario" != setup ] && (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
   echo "port $PORT is already in use; set PORT" >&2
   exit 1
 fi
@@ -46,9 +49,11 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 case "$name" in
   wsgate)
-    bin="${WSGATE_BIN:-$root/target/release/wsgate}"
-    if [ ! -x "$bin" ]; then
-      echo "building wsgate (release)..." >&2
+    bin="${WSGATE_BIN:-}"
+    if [ -z "$bin" ]; then
+      # Always through cargo (a no-op when up to date), so a stale release
+      # binary is never the one measured.
+      bin="${CARGO_TARGET_DIR:-$root/target}/release/wsgate"
       CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-1}" cargo build --release -q --bin wsgate
     fi
     # --max-message-size: the 64 KiB fan-out payload plus its envelope must fit.
@@ -60,7 +65,7 @@ case "$name" in
     pid=$!
     ;;
   uws|node-ws|rust-tokio|seed-python)
-    src="$root/../shared/peers/$name"
+    src="${PEERS_DIR:-$root/../shared/peers}/$name"
     dest="$root/target/peers/$name"
     [ -d "$src" ] || { echo "no peer at $src" >&2; exit 1; }
     if [ ! -d "$dest" ]; then
@@ -73,7 +78,10 @@ case "$name" in
       grep -q '^\[workspace\]' "$dest/Cargo.toml" || printf '\n[workspace]\n' >>"$dest/Cargo.toml"
       [ -f "$dest/Cargo.lock" ] || (cd "$dest" && cargo generate-lockfile -q)
     fi
-    CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-1}" "$dest/setup.sh"
+    # The peer builds into its own folder, which its run.sh expects, whatever
+    # CARGO_TARGET_DIR the caller has for wsgate.
+    env -u CARGO_TARGET_DIR CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-1}" "$dest/setup.sh"
+    [ "$scenario" = setup ] && exit 0
     PORT="$PORT" JWT_SECRET="$JWT_SECRET" API_KEY="$API_KEY" \
       RATE_LIMIT_MESSAGES=1000000 MAX_CONNECTIONS=100000 \
       taskset -c "$SERVER_CPU" "$dest/run.sh" >"$SERVER_LOG" 2>&1 &

@@ -246,14 +246,23 @@ impl CpuMeter {
         }
     }
 
-    /// Adds `server_cpu_pct` and `gen_cpu_pct` (100 = one core busy all along).
+    /// Adds `server_cpu_pct` and `gen_cpu_pct` (100 = one core busy all
+    /// along), and `server_cpu_s` (the server's CPU seconds over the span,
+    /// for CPU per delivery).
     pub fn finish(&self, cli: &Cli, links: &Links, row: &mut Row) {
         let wall = self.t.elapsed().as_secs_f64().max(1e-9);
-        let server = match (self.server, cli.server_pid.and_then(cpu_s)) {
-            (Some(a), Some(b)) => Some(round2((b - a) / wall * 100.0)),
+        let server_s = match (self.server, cli.server_pid.and_then(cpu_s)) {
+            (Some(a), Some(b)) => Some(b - a),
             _ => None,
         };
-        row.push("server_cpu_pct", json!(server));
+        row.push(
+            "server_cpu_pct",
+            json!(server_s.map(|s| round2(s / wall * 100.0))),
+        );
+        row.push(
+            "server_cpu_s",
+            json!(server_s.map(|s| (s * 1000.0).round() / 1000.0)),
+        );
         row.push(
             "gen_cpu_pct",
             json!(round2((links.gen_cpu() - self.gen) / wall * 100.0)),

@@ -9,7 +9,7 @@
 //! - `closing`: the close frame, its reason and the `Closing` phase;
 //! - `timers`: this connection's deadlines (4000, 4001, heartbeat) and its
 //!   token's (`token.expiring`, SPEC-v2 §3);
-//! - [`outbound`]: the byte-budgeted queue and its vectored flush.
+//! - [`outbound`]: the byte-budgeted queue and its flush (`send`/`sendmsg`).
 //!
 //! A `Connection` is owned by exactly one shard thread and never shared, so
 //! nothing in it is locked. It knows nothing of other connections or of the
@@ -38,7 +38,7 @@ use crate::protocol::EventSet;
 pub use closing::{fails_connection, CLOSE_GRACE};
 pub use input::Decrypted;
 pub use message::{Context, Then};
-pub use outbound::{Chunk, Outbound, Overflow};
+pub use outbound::{Chunk, Outbound, Overflow, SocketSender};
 pub use timers::{Due, TokenTimer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,8 +180,10 @@ impl Connection {
     pub fn flush(&mut self) -> Option<DropReason> {
         self.dirty = false;
         let flushed = match self.tls.as_deref_mut() {
-            Some(tls) => self.outbound.flush_tls(tls, &mut self.socket),
-            None => self.outbound.flush(&mut self.socket),
+            Some(tls) => self
+                .outbound
+                .flush_tls(tls, &mut SocketSender::new(&self.socket)),
+            None => self.outbound.flush(&mut SocketSender::new(&self.socket)),
         };
         match flushed {
             Err(_) => Some(DropReason::WriteFailed),

@@ -181,7 +181,7 @@ impl Shard {
     }
 
     /// Flushes every connection that queued output this turn: frames
-    /// queued in the same turn go out in one `writev`.
+    /// queued in the same turn go out in one `sendmsg`.
     pub(super) fn flush_dirty(&mut self) {
         let dirty = std::mem::take(&mut self.dirty);
         for &key in &dirty {

@@ -258,7 +258,7 @@ struct Shard {
     plaintext: Vec<u8>,
     inbox: Vec<Message>,
     /// Connections with queued output, flushed once at the end of a turn so
-    /// frames queued in the same turn go out in one `writev`.
+    /// frames queued in the same turn go out in one `sendmsg`.
     dirty: Vec<usize>,
     /// Connections whose read budget ran out with data possibly left.
     pending_reads: Vec<usize>,
@@ -327,7 +327,7 @@ impl Shard {
                 // Let the thread that woke us finish queueing what it has
                 // (on a shared core the wake-up would otherwise preempt it
                 // after one command): more publishes per turn means more
-                // frames per `writev`. Returns at once when nothing else
+                // frames per `sendmsg`. Returns at once when nothing else
                 // wants this core.
                 if !more_commands {
                     std::thread::yield_now();
