@@ -33,6 +33,7 @@ pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod gateway;
+pub mod history;
 pub mod http;
 pub mod hub;
 pub mod limits;

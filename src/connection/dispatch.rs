@@ -9,13 +9,15 @@
 use serde_json::{json, Map, Value};
 
 use crate::metrics::OutKind;
+use crate::protocol::client::Positioned;
 use crate::protocol::envelope::EncodedMessage;
 use crate::protocol::{server, ClientRequest, EventSet, MessageIds};
 
 /// What one client message asks for: the reply, and at most one action.
 #[derive(Debug)]
 pub struct Dispatched {
-    pub reply: EncodedMessage,
+    /// `None` when the action builds the reply (it needs history).
+    pub reply: Option<EncodedMessage>,
     pub reply_kind: OutKind,
     pub action: Option<Action>,
 }
@@ -27,6 +29,9 @@ pub enum Action {
     Subscriptions(EventSet),
     /// An upload the user asked to cancel.
     CancelUpload(CancelledUpload),
+    /// `resume` or a positioned `subscribe`: the connection answers it from
+    /// history (SPEC-v2 §2), then its subscriptions change.
+    Positioned(Positioned),
 }
 
 #[derive(Debug, PartialEq)]
@@ -42,7 +47,7 @@ pub fn dispatch(
     reply_to: Option<&Value>,
 ) -> Dispatched {
     let plain = |reply, reply_kind| Dispatched {
-        reply,
+        reply: Some(reply),
         reply_kind,
         action: None,
     };
@@ -96,6 +101,14 @@ pub fn dispatch(
                 OutKind::UploadCancelAcknowledged,
             )
         },
+        ClientRequest::Positioned(positioned) => Dispatched {
+            reply: None,
+            reply_kind: match positioned {
+                Positioned::Resume(_) => OutKind::Resumed,
+                Positioned::Subscribe(_) => OutKind::SubscriptionConfirmed,
+            },
+            action: Some(Action::Positioned(positioned)),
+        },
     }
 }
 
@@ -124,7 +137,7 @@ mod tests {
     use crate::ws::frame;
 
     fn reply_json(d: &Dispatched) -> Value {
-        let f = &d.reply.frame;
+        let f = &d.reply.as_ref().expect("a reply").frame;
         serde_json::from_slice(&f[f.len() - frame::payload_len(f)..]).expect("json")
     }
 

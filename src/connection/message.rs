@@ -14,11 +14,13 @@ use tungstenite::Message;
 
 use super::dispatch::{dispatch, Action, CancelledUpload};
 use super::{Chunk, Connection, Limits};
+use crate::history::History;
 use crate::limits::rate::retry_after_secs;
 use crate::limits::{RateDecision, RateLimiter};
 use crate::metrics::{InKind, Metrics, OutKind};
+use crate::protocol::client::{Positioned, SubscribeFrom};
 use crate::protocol::envelope::EncodedMessage;
-use crate::protocol::{client, clock, server, EventSet, MessageIds, ProtocolError};
+use crate::protocol::{client, clock, server, ClientRequest, EventSet, MessageIds, ProtocolError};
 use crate::ws::{frame, CloseReason};
 
 /// The shard's parts a message may use; borrowed for one message.
@@ -30,6 +32,8 @@ pub struct Context<'a> {
     pub limits: &'a Limits,
     /// Slab keys to flush at the end of the turn.
     pub dirty: &'a mut Vec<usize>,
+    /// This node's history (read at `resume` and positioned `subscribe`).
+    pub history: &'a History,
 }
 
 /// What the shard does after a message, in this order.
@@ -58,6 +62,16 @@ impl Connection {
         if !self.is_open() {
             return Handled::default();
         }
+        let mut handled = self.handle_data(message, now, cx);
+        // Any first message ends a `resume=1` hold (SPEC-v2 §2.2): after
+        // its reply, the held events follow.
+        if self.is_held() && !handled.overflowed {
+            handled.overflowed = self.end_hold(cx.limits.max_queued_bytes, cx.dirty).is_err();
+        }
+        handled
+    }
+
+    fn handle_data(&mut self, message: Message, now: Instant, cx: &mut Context) -> Handled {
         if self.echo {
             return Handled {
                 overflowed: self.echo(&message, cx),
@@ -110,12 +124,28 @@ impl Connection {
                 }
             }
         };
+        // With history, every `subscribe` answers with `streams`.
+        let request = match request {
+            ClientRequest::Subscribe(events) if !matches!(cx.history, History::Disabled) => {
+                ClientRequest::Positioned(Positioned::Subscribe(SubscribeFrom {
+                    events,
+                    since: Vec::new(),
+                    cache: false,
+                }))
+            }
+            request => request,
+        };
         let outcome = dispatch(cx.ids, request, self.subscriptions, reply_to);
-        let overflowed = self.reply(outcome.reply, outcome.reply_kind, cx);
-        let then = outcome.action.map(|action| match action {
-            Action::Subscriptions(next) => Then::Subscriptions(next),
-            Action::CancelUpload(upload) => Then::CancelledUpload(upload),
-        });
+        let overflowed = match outcome.reply {
+            Some(reply) => self.reply(reply, outcome.reply_kind, cx),
+            None => false,
+        };
+        let then = match outcome.action {
+            None => None,
+            Some(Action::Subscriptions(next)) => Some(Then::Subscriptions(next)),
+            Some(Action::CancelUpload(upload)) => Some(Then::CancelledUpload(upload)),
+            Some(Action::Positioned(request)) => return self.on_positioned(request, reply_to, cx),
+        };
         Handled { overflowed, then }
     }
 
@@ -126,7 +156,17 @@ impl Connection {
             return Handled::default();
         }
         let id = self.id.to_string();
-        let established = server::connection_established(cx.ids, &id, self.user());
+        let features = server::features(
+            !matches!(cx.history, History::Disabled),
+            matches!(
+                cx.history,
+                History::Store {
+                    last_value: true,
+                    ..
+                }
+            ),
+        );
+        let established = server::connection_established(cx.ids, &id, self.user(), &features);
         Handled {
             overflowed: self.reply(established, OutKind::ConnectionEstablished, cx),
             then: None,
@@ -148,7 +188,12 @@ impl Connection {
 
     /// Queues a reply; `true` when it overflowed the queue (not counted as
     /// sent).
-    fn reply(&mut self, message: EncodedMessage, kind: OutKind, cx: &mut Context) -> bool {
+    pub(super) fn reply(
+        &mut self,
+        message: EncodedMessage,
+        kind: OutKind,
+        cx: &mut Context,
+    ) -> bool {
         if self
             .queue(
                 Chunk::from(message.frame),

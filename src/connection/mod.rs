@@ -21,6 +21,7 @@ pub mod dispatch;
 mod input;
 mod message;
 pub mod outbound;
+mod recovery;
 mod timers;
 
 use std::sync::Arc;
@@ -63,6 +64,8 @@ pub struct Limits {
     pub max_control_frames_per_second: u32,
     pub heartbeat_interval: Duration,
     pub connection_timeout: Duration,
+    /// How long a `resume=1` connection holds deliveries (SPEC-v2 §2.2).
+    pub resume_timeout: Duration,
 }
 
 pub struct Connection {
@@ -99,6 +102,8 @@ pub struct Connection {
     control_frames: u32,
     /// Echo mode (`--conformance-echo`): data frames are sent back as is.
     echo: bool,
+    /// History state (hold, highest offsets sent); only once asked for.
+    recovery: Option<Box<recovery::Recovery>>,
 }
 
 impl Connection {
@@ -133,6 +138,7 @@ impl Connection {
             messages_out: 0,
             control_frames: 0,
             echo,
+            recovery: None,
         }
     }
 

@@ -100,6 +100,7 @@ impl Harness {
                     metrics: &self.metrics,
                     limits: &self.limits,
                     dirty: &mut self.dirty,
+                    history: &crate::history::History::Disabled,
                 };
                 self.conn.on_message(message, now, &mut cx)
             })
@@ -142,6 +143,7 @@ fn limits() -> Limits {
         max_control_frames_per_second: 3,
         heartbeat_interval: Duration::from_secs(30),
         connection_timeout: Duration::from_secs(60),
+        resume_timeout: Duration::from_secs(5),
     }
 }
 
@@ -161,6 +163,7 @@ fn greets_then_replies_and_hands_back_subscriptions() {
         metrics: &h.metrics,
         limits: &h.limits,
         dirty: &mut h.dirty,
+        history: &crate::history::History::Disabled,
     };
     assert!(!h.conn.greet(&mut cx).overflowed);
     assert_eq!(h.dirty, vec![3], "marked dirty once, under its slab key");

@@ -64,11 +64,25 @@ pub fn handshake(
     via: TokenVia,
     token: &str,
 ) -> Result<(WebSocket<TcpStream>, Response), WsError> {
-    let url = match via {
+    handshake_with_query(addr, via, token, "")
+}
+
+/// [`handshake`] with `query` (e.g. `resume=1`) added to the URL.
+pub fn handshake_with_query(
+    addr: SocketAddr,
+    via: TokenVia,
+    token: &str,
+    query: &str,
+) -> Result<(WebSocket<TcpStream>, Response), WsError> {
+    let mut url = match via {
         TokenVia::Path => format!("ws://{addr}/api/v1/ws/{token}"),
         TokenVia::Query => format!("ws://{addr}/api/v1/ws?token={token}"),
         TokenVia::Header | TokenVia::Protocol => format!("ws://{addr}/api/v1/ws"),
     };
+    if !query.is_empty() {
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(query);
+    }
     let mut req = url.into_client_request()?;
     match via {
         TokenVia::Header => {
@@ -114,7 +128,30 @@ impl WsClient {
     /// Connects and reads `connection.established`; a refused handshake is
     /// returned as the error.
     pub fn try_connect(addr: SocketAddr, via: TokenVia, token: &str) -> Result<WsClient, WsError> {
-        let (ws, response) = handshake(addr, via, token)?;
+        Self::try_connect_with_query(addr, via, token, "")
+    }
+
+    /// Connects with `query` added to the URL (e.g. `resume=1`) and reads
+    /// `connection.established`; panics on any failure.
+    pub fn connect_with_query(
+        addr: SocketAddr,
+        via: TokenVia,
+        token: &str,
+        query: &str,
+    ) -> WsClient {
+        match Self::try_connect_with_query(addr, via, token, query) {
+            Ok(c) => c,
+            Err(e) => panic!("WebSocket handshake via {via:?} failed: {}", describe(&e)),
+        }
+    }
+
+    pub fn try_connect_with_query(
+        addr: SocketAddr,
+        via: TokenVia,
+        token: &str,
+        query: &str,
+    ) -> Result<WsClient, WsError> {
+        let (ws, response) = handshake_with_query(addr, via, token, query)?;
         let mut c = WsClient {
             ws,
             established: Value::Null,

@@ -138,6 +138,7 @@ impl Shard {
             metrics: &self.metrics,
             limits: &self.limits,
             dirty: &mut self.dirty,
+            history: &self.settings.history,
         };
         let handled = conn.on_message(message, now, &mut cx);
         if handled.overflowed {

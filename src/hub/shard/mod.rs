@@ -30,6 +30,7 @@ use super::command::{CloseTarget, Command, DeliveryReport, NewConnection};
 use crate::address::ConnId;
 use crate::cluster::Backplane;
 use crate::connection::{self, Connection, ConnectionInfo, Due};
+use crate::history::History;
 use crate::limits::RateLimiter;
 use crate::metrics::{DropReason, Metrics};
 use crate::protocol::MessageIds;
@@ -78,6 +79,9 @@ pub struct ShardSettings {
     /// Test-only fault injection (`--test-shard-panic-user`): registering
     /// this user's connection panics the shard.
     pub test_panic_user: Option<String>,
+    /// Where connections read history at a resume (SPEC-v2 §2).
+    pub history: History,
+    pub resume_timeout: Duration,
 }
 
 impl ShardSettings {
@@ -92,6 +96,7 @@ impl ShardSettings {
             max_control_frames_per_second: self.max_control_frames_per_second,
             heartbeat_interval: self.heartbeat_interval,
             connection_timeout: self.connection_timeout,
+            resume_timeout: self.resume_timeout,
         }
     }
 
@@ -433,6 +438,9 @@ impl Shard {
             new.claims.expires_at,
             new.echo,
         ));
+        if new.resume {
+            conn.hold(Instant::now() + self.limits.resume_timeout);
+        }
         self.indexes.insert(key, conn);
         self.metrics.connection_opened();
         self.publish_stats();
@@ -448,6 +456,7 @@ impl Shard {
             metrics: &self.metrics,
             limits: &self.limits,
             dirty: &mut self.dirty,
+            history: &self.settings.history,
         };
         if self.connections[key].greet(&mut cx).overflowed {
             self.overflowed(key);
@@ -483,6 +492,8 @@ mod tests {
             rate_limit_window: Duration::from_secs(60),
             max_control_frames_per_second: 100,
             test_panic_user: None,
+            history: History::Disabled,
+            resume_timeout: Duration::from_secs(5),
         };
         assert_eq!(settings.tick(), Duration::from_millis(50));
     }

@@ -38,6 +38,13 @@ impl Shard {
             );
             if let Some(due) = due {
                 expired.push((key, due));
+            } else if conn.hold_expired(now)
+                && conn
+                    .end_hold(self.limits.max_queued_bytes, &mut self.dirty)
+                    .is_err()
+            {
+                // `--resume-timeout` passed: the held events follow.
+                expired.push((key, Due::Close(CloseReason::SlowConsumer)));
             }
         }
         for (key, due) in expired.drain(..) {
