@@ -161,30 +161,35 @@ fn resume_replays_exactly_the_missed_events_in_order_then_live() {
     }
 }
 
-/// Publishes keep coming while the client resumes: every offset after its
-/// position arrives exactly once, in order (replayed, held or live).
+/// Publishes keep coming, from several threads at once, while the client
+/// resumes: every offset after its position arrives exactly once, in
+/// order (replayed, held or live), on the resumed connection and on one
+/// that never left.
 #[test]
 fn a_publish_racing_the_resume_is_neither_lost_nor_duplicated() {
     let server = TestServer::start(&[]);
     let mut first = server.ws("u");
+    let mut stayed = server.ws("u");
     to_user(&server, "u", "file.ready", json!({}));
     let seen = next_of(&mut first, "file.ready");
+    assert_eq!(offset(&next_of(&mut stayed, "file.ready")), 1);
     drop(first);
-    const TOTAL: u64 = 150;
+    const PUBLISHERS: u64 = 3;
+    const EACH: u64 = 100;
     std::thread::scope(|scope| {
-        let publisher = scope.spawn(|| {
-            let mut last = 0;
-            for n in 0..TOTAL {
-                let answer = to_user(&server, "u", "file.ready", json!({"n": n}));
-                last = answer["streams"][0]["offset"].as_u64().expect("offset");
-            }
-            last
-        });
-        // Resume while the publisher is under way.
+        let publishers: Vec<_> = (0..PUBLISHERS)
+            .map(|p| {
+                let server = &server;
+                scope.spawn(move || {
+                    for n in 0..EACH {
+                        to_user(server, "u", "file.ready", json!({"p": p, "n": n}));
+                    }
+                })
+            })
+            .collect();
+        // Resume while the publishers are under way.
         assert!(wait_until(LONG, || {
-            server
-                .api_get("/api/v1/streams/user%3Au")
-                .json["offset"]
+            server.api_get("/api/v1/streams/user%3Au").json["offset"]
                 .as_u64()
                 .is_some_and(|top| top > 20)
         }));
@@ -192,14 +197,26 @@ fn a_publish_racing_the_resume_is_neither_lost_nor_duplicated() {
         c.send_json(&json!({"type": "resume", "data": {"user": position(&seen)}}));
         let resumed = next_of(&mut c, "resumed");
         assert_eq!(resumed["data"]["streams"]["user:u"]["recovered"], true, "{resumed}");
-        let last = publisher.join().expect("publisher");
-        let mut expected = offset(&seen) + 1;
-        while expected <= last {
-            let m = next_of(&mut c, "file.ready");
-            assert_eq!(offset(&m), expected, "strictly increasing, none missing");
-            expected += 1;
+        let top_at_resume = resumed["data"]["streams"]["user:u"]["offset"]
+            .as_u64()
+            .expect("top");
+        assert!(
+            top_at_resume < 1 + PUBLISHERS * EACH,
+            "the resume must race the publishes (top {top_at_resume} at the resume)"
+        );
+        for publisher in publishers {
+            publisher.join().expect("publisher");
         }
-        server.assert_nothing_pending(&mut c);
+        let last = 1 + PUBLISHERS * EACH;
+        for client in [&mut c, &mut stayed] {
+            let mut expected = offset(&seen) + 1;
+            while expected <= last {
+                let m = next_of(client, "file.ready");
+                assert_eq!(offset(&m), expected, "strictly increasing, none missing");
+                expected += 1;
+            }
+            server.assert_nothing_pending(client);
+        }
     });
 }
 
