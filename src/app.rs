@@ -139,7 +139,6 @@ impl Server {
                 config.node_id.clone(),
                 backplane,
                 admission.clone(),
-                config.history.last_value_rules.clone(),
             )
             .map_err(StartError::Shards)?,
         );
@@ -240,7 +239,7 @@ fn history(config: &Config, metrics: &Arc<Metrics>) -> History {
     History::Store {
         store: Arc::new(MemoryStore::new(settings.clone(), metrics.clone())),
         max_recovery: config.history.recovery_max_events,
-        last_value: !config.history.last_value_rules.is_empty(),
+        last_value_rules: config.history.last_value_rules.clone().into(),
     }
 }
 

@@ -144,6 +144,8 @@ async fn a_connection_registered_after_its_user_was_deactivated_is_closed_4003()
         rate_limit_window: Duration::from_secs(60),
         max_control_frames_per_second: 100,
         test_panic_user: None,
+        history: wsgate::history::History::Disabled,
+        resume_timeout: Duration::from_secs(5),
     };
     let admission = Admission::new(10, 3);
     let hub = Hub::start(
@@ -178,6 +180,7 @@ async fn a_connection_registered_after_its_user_was_deactivated_is_closed_4003()
         permit,
         tls: None,
         echo: false,
+        resume: false,
     })
     .await
     .expect("registered");

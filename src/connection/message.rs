@@ -158,13 +158,7 @@ impl Connection {
         let id = self.id.to_string();
         let features = server::features(
             !matches!(cx.history, History::Disabled),
-            matches!(
-                cx.history,
-                History::Store {
-                    last_value: true,
-                    ..
-                }
-            ),
+            !cx.history.last_value_rules().is_empty(),
         );
         let established = server::connection_established(cx.ids, &id, self.user(), &features);
         Handled {

@@ -53,8 +53,10 @@ impl Stream {
     }
 }
 
+type Bucket = Mutex<HashMap<Arc<str>, Stream>>;
+
 pub struct MemoryStore {
-    buckets: Box<[Mutex<HashMap<Arc<str>, Stream>>]>,
+    buckets: Box<[Bucket]>,
     settings: HistorySettings,
     bytes: AtomicUsize,
     sequence: AtomicU64,
@@ -74,7 +76,7 @@ impl MemoryStore {
         }
     }
 
-    fn bucket(&self, stream: &str) -> &Mutex<HashMap<Arc<str>, Stream>> {
+    fn bucket(&self, stream: &str) -> &Bucket {
         let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(stream);
         &self.buckets[(hash % BUCKETS as u64) as usize]
     }

@@ -291,8 +291,8 @@ pub enum History {
     Store {
         store: Arc<dyn HistoryStore>,
         max_recovery: u64,
-        /// Last values are on (a rule list and history).
-        last_value: bool,
+        /// `--last-value-events` (empty: last values off).
+        last_value_rules: Arc<[LastValueRule]>,
     },
 }
 
@@ -320,6 +320,16 @@ impl History {
             History::Disabled => Some(NotRecovered::HistoryDisabled),
             History::Unavailable => Some(NotRecovered::Unavailable),
             History::Store { .. } => None,
+        }
+    }
+
+    /// The last-value rules; empty when last values are off.
+    pub fn last_value_rules(&self) -> &[LastValueRule] {
+        match self {
+            History::Store {
+                last_value_rules, ..
+            } => last_value_rules,
+            _ => &[],
         }
     }
 

@@ -32,7 +32,7 @@ use tokio::sync::oneshot;
 use crate::address::{node_tag, ConnId, Target};
 use crate::cluster::{Backplane, BackplaneState, OutboundEvent};
 use crate::connection::ConnectionInfo;
-use crate::history::{self, History, HistoryStore, LastValue, LastValueRule, StreamPosition};
+use crate::history::{self, History, HistoryStore, LastValue, StreamPosition};
 use crate::limits::Admission;
 use crate::metrics::{AppendKind, Metrics, OutKind};
 use crate::protocol::envelope::{encode_as, encode_recorded};
@@ -67,15 +67,10 @@ struct Recording<'a> {
 }
 
 impl<'a> Recording<'a> {
-    fn of(
-        history: &'a History,
-        rules: &[LastValueRule],
-        event: Event,
-        data: &Value,
-    ) -> Option<Recording<'a>> {
+    fn of(history: &'a History, event: Event, data: &Value) -> Option<Recording<'a>> {
         Some(Recording {
             store: history.store()?,
-            last_values: LastValue::of(rules, event.as_str(), data),
+            last_values: LastValue::of(history.last_value_rules(), event.as_str(), data),
         })
     }
 
@@ -133,7 +128,6 @@ pub struct Hub {
     admission: Arc<Admission>,
     started: Instant,
     history: History,
-    last_value_rules: Vec<LastValueRule>,
     stripes: Box<[tokio::sync::Mutex<()>]>,
 }
 
@@ -147,7 +141,6 @@ impl Hub {
         node_id: String,
         backplane: Arc<dyn Backplane>,
         admission: Arc<Admission>,
-        last_value_rules: Vec<LastValueRule>,
     ) -> std::io::Result<Hub> {
         let node_tag = node_tag(&node_id);
         let mut shards = Vec::with_capacity(count);
@@ -176,7 +169,6 @@ impl Hub {
             admission,
             started: Instant::now(),
             history: settings.history.clone(),
-            last_value_rules,
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         })
     }
@@ -242,7 +234,7 @@ impl Hub {
         }
         let frame: Arc<[u8]> = Arc::from(message.frame);
         let mut per_shard = self.split_target(event, &target);
-        let recording = Recording::of(&self.history, &self.last_value_rules, event, data);
+        let recording = Recording::of(&self.history, event, data);
         // Appends to one stream and the hand-over of their frames to the
         // shards happen under that stream's stripe, so every shard gets a
         // stream's events in offset order (a connection then never sees an

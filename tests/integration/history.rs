@@ -23,7 +23,12 @@ fn to_user(server: &TestServer, user: &str, kind: &str, data: Value) -> Value {
 }
 
 fn resume_client(server: &TestServer, user: &str) -> WsClient {
-    WsClient::connect_with_query(server.addr(), TokenVia::Path, &server.token(user), "resume=1")
+    WsClient::connect_with_query(
+        server.addr(),
+        TokenVia::Path,
+        &server.token(user),
+        "resume=1",
+    )
 }
 
 /// The next message of `kind`, skipping nothing else silently: anything
@@ -51,7 +56,13 @@ fn offsets_are_contiguous_and_the_stream_follows_the_target() {
     let features = &c.established["data"]["features"];
     assert_eq!(
         features,
-        &json!(["heartbeat", "subscriptions", "rate_limiting", "recovery", "last_value"])
+        &json!([
+            "heartbeat",
+            "subscriptions",
+            "rate_limiting",
+            "recovery",
+            "last_value"
+        ])
     );
     c.send_json(&json!({"type": "subscribe", "data": {"events": ["upload.progress"]}}));
     let confirmed = next_of(&mut c, "subscription.confirmed");
@@ -69,7 +80,10 @@ fn offsets_are_contiguous_and_the_stream_follows_the_target() {
         assert_eq!(m["stream"]["name"], "user:u1");
         assert_eq!(offset(&m), expected, "offsets grow by exactly 1: {m}");
         let e = m["stream"]["epoch"].as_str().expect("epoch").to_owned();
-        assert!(e.len() == 8 && e.chars().all(|ch| ch.is_ascii_alphanumeric()), "{e}");
+        assert!(
+            e.len() == 8 && e.chars().all(|ch| ch.is_ascii_alphanumeric()),
+            "{e}"
+        );
         assert_eq!(*epoch.get_or_insert(e.clone()), e, "one epoch");
         assert_eq!(
             answer["streams"],
@@ -102,7 +116,10 @@ fn offsets_are_contiguous_and_the_stream_follows_the_target() {
         &json!({"type": "file.ready", "data": {}, "connections": [c.connection_id()]}),
     );
     let m = next_of(&mut c, "file.ready");
-    assert!(m.get("stream").is_none(), "to connections only: no position: {m}");
+    assert!(
+        m.get("stream").is_none(),
+        "to connections only: no position: {m}"
+    );
     assert_eq!(answer.json["streams"], json!([]));
 
     // Two users: one append each, the same id on both.
@@ -149,7 +166,10 @@ fn resume_replays_exactly_the_missed_events_in_order_then_live() {
         );
         for (n, answer) in missed.iter().enumerate() {
             let m = next_of(&mut c, "file.ready");
-            assert_eq!(m["id"], answer["id"], "replayed with its original id ({via:?})");
+            assert_eq!(
+                m["id"], answer["id"],
+                "replayed with its original id ({via:?})"
+            );
             assert_eq!(m["data"]["n"], n as u64 + 1);
             assert_eq!(offset(&m), n as u64 + 2);
         }
@@ -196,7 +216,10 @@ fn a_publish_racing_the_resume_is_neither_lost_nor_duplicated() {
         let mut c = resume_client(&server, "u");
         c.send_json(&json!({"type": "resume", "data": {"user": position(&seen)}}));
         let resumed = next_of(&mut c, "resumed");
-        assert_eq!(resumed["data"]["streams"]["user:u"]["recovered"], true, "{resumed}");
+        assert_eq!(
+            resumed["data"]["streams"]["user:u"]["recovered"], true,
+            "{resumed}"
+        );
         let top_at_resume = resumed["data"]["streams"]["user:u"]["offset"]
             .as_u64()
             .expect("top");
@@ -242,7 +265,10 @@ fn each_reason_of_an_unrecovered_position() {
 
     let ahead = resume_reason(&server, "u", json!({"epoch": epoch, "offset": 5}));
     assert_eq!(ahead["reason"], "OFFSET_AHEAD");
-    assert_eq!((ahead["epoch"].clone(), ahead["offset"].clone()), (epoch.clone(), json!(1)));
+    assert_eq!(
+        (ahead["epoch"].clone(), ahead["offset"].clone()),
+        (epoch.clone(), json!(1))
+    );
 
     let other = resume_reason(&server, "u", json!({"epoch": "Zz0a9Yb1", "offset": 1}));
     assert_eq!(other["reason"], "EPOCH_CHANGED");
@@ -260,9 +286,14 @@ fn each_reason_of_an_unrecovered_position() {
     let mut ok = resume_client(&server, "u");
     ok.send_json(&json!({"type": "resume", "data": {"user": {"epoch": epoch, "offset": 4}}}));
     let resumed = next_of(&mut ok, "resumed");
-    assert_eq!(resumed["data"]["streams"]["user:u"]["replayed"], 2, "{resumed}");
+    assert_eq!(
+        resumed["data"]["streams"]["user:u"]["replayed"], 2,
+        "{resumed}"
+    );
 
-    server.api_delete("/api/v1/streams/user%3Au").expect_status(204);
+    server
+        .api_delete("/api/v1/streams/user%3Au")
+        .expect_status(204);
     server
         .api_get("/api/v1/streams/user%3Au")
         .expect_error(404, "NOT_FOUND");
@@ -294,7 +325,10 @@ fn missed_events_no_longer_retained_are_too_old_and_the_top_still_recovers() {
     let mut r = resume_client(&server, "u");
     r.send_json(&json!({"type": "resume", "data": {"user": {"epoch": epoch, "offset": 3}}}));
     let resumed = next_of(&mut r, "resumed");
-    assert_eq!(resumed["data"]["streams"]["user:u"]["replayed"], 2, "{resumed}");
+    assert_eq!(
+        resumed["data"]["streams"]["user:u"]["replayed"], 2,
+        "{resumed}"
+    );
     assert_eq!(offset(&next_of(&mut r, "file.ready")), 4);
     assert_eq!(offset(&next_of(&mut r, "file.ready")), 5);
 }
@@ -356,7 +390,10 @@ fn the_hold_ends_on_another_first_message_and_on_the_timeout() {
     assert_eq!(held["delivered"], 1, "a held event counts as handed over");
     c.send_json(&json!({"type": "ping", "data": {"pingId": "p"}}));
     let pong = next_of(&mut c, "pong");
-    assert_eq!(pong["data"]["pingId"], "p", "the first message is handled normally");
+    assert_eq!(
+        pong["data"]["pingId"], "p",
+        "the first message is handled normally"
+    );
     let m = next_of(&mut c, "file.ready");
     assert_eq!(m["id"], held["id"], "then the held event follows");
     server.assert_nothing_pending(&mut c);
@@ -452,7 +489,12 @@ fn subscribe_since_a_position_replays_what_came_after_it() {
 fn the_last_value_cache_sends_current_progress_and_an_end_clears_it() {
     let server = TestServer::start(&[]);
     let progress = |id: &str, p: u64| {
-        to_user(&server, "u", "upload.progress", json!({"upload_id": id, "progress": p}))
+        to_user(
+            &server,
+            "u",
+            "upload.progress",
+            json!({"upload_id": id, "progress": p}),
+        )
     };
     progress("a", 10);
     let a = progress("a", 50);
@@ -462,10 +504,16 @@ fn the_last_value_cache_sends_current_progress_and_an_end_clears_it() {
     let mut c = resume_client(&server, "u");
     c.send_json(&json!({"type": "resume", "data": {"cache": true}}));
     let resumed = next_of(&mut c, "resumed");
-    assert_eq!(resumed["data"]["streams"]["user:u"]["offset"], 4, "{resumed}");
+    assert_eq!(
+        resumed["data"]["streams"]["user:u"]["offset"], 4,
+        "{resumed}"
+    );
     let first = next_of(&mut c, "upload.progress");
     let second = next_of(&mut c, "upload.progress");
-    assert_eq!((first["id"].clone(), second["id"].clone()), (a["id"].clone(), b["id"].clone()));
+    assert_eq!(
+        (first["id"].clone(), second["id"].clone()),
+        (a["id"].clone(), b["id"].clone())
+    );
     assert_eq!(first["cached"], true);
     assert_eq!(first["data"]["progress"], 50);
     assert_eq!((offset(&first), offset(&second)), (2, 3), "offset order");
@@ -480,7 +528,10 @@ fn the_last_value_cache_sends_current_progress_and_an_end_clears_it() {
     server.assert_nothing_pending(&mut d);
 
     let metrics = server.metrics();
-    assert!(metrics.contains("wsgate_last_value_sent_total 3\n"), "{metrics}");
+    assert!(
+        metrics.contains("wsgate_last_value_sent_total 3\n"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -492,7 +543,10 @@ fn the_streams_api_reads_by_the_recovery_rule() {
         to_user(&server, "u", "file.ready", json!({"n": n}));
         delivered.push(next_of(&mut c, "file.ready"));
     }
-    let epoch = delivered[0]["stream"]["epoch"].as_str().expect("epoch").to_owned();
+    let epoch = delivered[0]["stream"]["epoch"]
+        .as_str()
+        .expect("epoch")
+        .to_owned();
     let all = server.api_get("/api/v1/streams/user%3Au");
     all.expect_status(200);
     assert_eq!(all.json["name"], "user:u");
@@ -514,7 +568,10 @@ fn the_streams_api_reads_by_the_recovery_rule() {
         .api_get("/api/v1/streams/user%3Anobody")
         .expect_error(404, "NOT_FOUND");
     let metrics = server.metrics();
-    assert!(metrics.contains("wsgate_history_appends_total{kind=\"user\"} 4\n"), "{metrics}");
+    assert!(
+        metrics.contains("wsgate_history_appends_total{kind=\"user\"} 4\n"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -535,7 +592,10 @@ fn history_size_0_is_v1() {
     let mut r = resume_client(&server, "u");
     r.send_json(&json!({"type": "resume", "data": {"user": {"epoch": "AAAAAAAA", "offset": 1}}}));
     let resumed = next_of(&mut r, "resumed");
-    assert_eq!(resumed["data"]["streams"]["user:u"]["reason"], "HISTORY_DISABLED");
+    assert_eq!(
+        resumed["data"]["streams"]["user:u"]["reason"],
+        "HISTORY_DISABLED"
+    );
     server
         .api_get("/api/v1/streams/user%3Au")
         .expect_error(404, "NOT_FOUND");
