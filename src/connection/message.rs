@@ -66,7 +66,9 @@ impl Connection {
         // Any first message ends a `resume=1` hold (SPEC-v2 §2.2): after
         // its reply, the held events follow.
         if self.is_held() && !handled.overflowed {
-            handled.overflowed = self.end_hold(cx.limits.max_queued_bytes, cx.dirty).is_err();
+            handled.overflowed = self
+                .end_hold(cx.limits.max_queued_bytes, cx.dirty, cx.metrics)
+                .is_err();
         }
         handled
     }

@@ -8,6 +8,8 @@
 //!   [`dispatch`] → reply, plus what only the shard can do ([`Then`]);
 //! - `closing`: the close frame, its reason and the `Closing` phase;
 //! - `timers`: this connection's deadlines (4000, 4001, heartbeat);
+//! - `recovery`: the `resume=1` hold, `resume` and positioned `subscribe`
+//!   answered from history, and the per-stream skip rule (SPEC-v2 §2);
 //! - [`outbound`]: the byte-budgeted queue and its vectored flush.
 //!
 //! A `Connection` is owned by exactly one shard thread and never shared, so
@@ -203,7 +205,7 @@ impl Connection {
     /// the messages still queued are counted as dropped for `reason`.
     pub fn release(mut self, registry: &mio::Registry, reason: DropReason, metrics: &Metrics) {
         let _ = registry.deregister(&mut self.socket);
-        let undelivered = self.outbound.queued_messages();
+        let undelivered = self.outbound.queued_messages() + self.held_messages();
         if undelivered > 0 {
             metrics.dropped(reason, undelivered as u64);
         }

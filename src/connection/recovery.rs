@@ -19,7 +19,7 @@ use serde_json::{json, Map, Value};
 use super::message::{Context, Handled, Then};
 use super::{Chunk, Connection, Overflow};
 use crate::history::{self, recover, Epoch, History, NotRecovered, Position, StreamPosition};
-use crate::metrics::{OutKind, RecoveryResult};
+use crate::metrics::{DropReason, Metrics, OutKind, RecoveryResult};
 use crate::protocol::client::{Positioned, ResumeRequest, SubscribeFrom};
 use crate::protocol::envelope::mark_cached;
 use crate::protocol::{server, Event, EventSet};
@@ -164,6 +164,14 @@ impl Connection {
         });
     }
 
+    /// Events waiting in the hold (counted as dropped if it never ends).
+    pub(super) fn held_messages(&self) -> usize {
+        self.recovery
+            .as_ref()
+            .and_then(|r| r.hold.as_ref())
+            .map_or(0, |h| h.events.len())
+    }
+
     pub fn is_held(&self) -> bool {
         self.recovery.as_ref().is_some_and(|r| r.hold.is_some())
     }
@@ -208,12 +216,26 @@ impl Connection {
     }
 
     /// Ends the hold: the held events follow, through the skip rule.
-    pub fn end_hold(&mut self, limit: usize, dirty: &mut Vec<usize>) -> Result<(), Overflow> {
+    /// `Err` when one does not fit (close with 4008): the caller counts
+    /// that one as dropped, and the ones after it are counted here.
+    pub fn end_hold(
+        &mut self,
+        limit: usize,
+        dirty: &mut Vec<usize>,
+        metrics: &Metrics,
+    ) -> Result<(), Overflow> {
         let Some(hold) = self.recovery.as_deref_mut().and_then(|r| r.hold.take()) else {
             return Ok(());
         };
-        for (frame, position) in hold.events {
-            self.offer(&frame, position.as_ref(), limit, dirty)?;
+        let mut events = hold.events.into_iter();
+        while let Some((frame, position)) = events.next() {
+            if self.offer(&frame, position.as_ref(), limit, dirty).is_err() {
+                let rest = events.len() as u64;
+                if rest > 0 {
+                    metrics.dropped(DropReason::SlowConsumer, rest);
+                }
+                return Err(Overflow);
+            }
         }
         Ok(())
     }
@@ -318,7 +340,9 @@ impl Connection {
             return handled;
         }
         handled.overflowed = self.send_history(looked_up, cache, cx).is_err()
-            || self.end_hold(cx.limits.max_queued_bytes, cx.dirty).is_err();
+            || self
+                .end_hold(cx.limits.max_queued_bytes, cx.dirty, cx.metrics)
+                .is_err();
         handled
     }
 

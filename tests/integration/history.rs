@@ -422,6 +422,41 @@ fn held_events_count_against_the_queue_budget() {
     }
     let (code, _) = c.expect_close_within(LONG);
     assert_eq!(code, 4008);
+    // The one that did not fit and the two held before it: all counted.
+    let dropped = || -> f64 {
+        server
+            .metrics()
+            .lines()
+            .filter(|l| l.starts_with("wsgate_messages_dropped_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(
+        wait_until(LONG, || dropped() == 3.0),
+        "dropped {}",
+        dropped()
+    );
+}
+
+#[test]
+fn malformed_positions_are_invalid_messages_and_keep_the_connection() {
+    let server = TestServer::start(&[]);
+    let mut c = server.ws("u");
+    for bad in [
+        json!({"type": "subscribe", "id": 1, "data": {"events": ["file.ready"],
+            "since": {"upload.progress": {"epoch": "AAAAAAAA", "offset": 1}}}}),
+        json!({"type": "subscribe", "id": 2, "data": {"events": ["file.ready"],
+            "since": {"file.ready": {"epoch": "AAAAAAAA", "offset": -1}}}}),
+        json!({"type": "subscribe", "id": 3, "data": {"events": ["file.ready"], "cache": "yes"}}),
+        json!({"type": "resume", "id": 4, "data": {"user": {"offset": 1}}}),
+        json!({"type": "resume", "id": 5, "data": {"events": ["file.ready"]}}),
+    ] {
+        c.send_json(&bad);
+        let error = next_of(&mut c, "error");
+        assert_eq!(error["data"]["code"], "INVALID_MESSAGE", "{bad} -> {error}");
+        assert_eq!(error["reply_to"], bad["id"]);
+    }
+    server.assert_nothing_pending(&mut c);
 }
 
 #[test]

@@ -27,6 +27,7 @@ impl Shard {
             self.control_window_start = now;
         }
         let mut expired = std::mem::take(&mut self.expired);
+        let mut overflowed = Vec::new();
         for (key, conn) in self.connections.iter_mut() {
             let due = conn.on_tick(
                 now,
@@ -40,12 +41,16 @@ impl Shard {
                 expired.push((key, due));
             } else if conn.hold_expired(now)
                 && conn
-                    .end_hold(self.limits.max_queued_bytes, &mut self.dirty)
+                    .end_hold(self.limits.max_queued_bytes, &mut self.dirty, &self.metrics)
                     .is_err()
             {
-                // `--resume-timeout` passed: the held events follow.
-                expired.push((key, Due::Close(CloseReason::SlowConsumer)));
+                // `--resume-timeout` passed: the held events follow; one
+                // that does not fit closes the connection (4008).
+                overflowed.push(key);
             }
+        }
+        for key in overflowed {
+            self.overflowed(key);
         }
         for (key, due) in expired.drain(..) {
             match due {
