@@ -56,6 +56,14 @@ pub struct Published {
     pub streams: Option<Vec<StreamPosition>>,
 }
 
+/// A publish's `data`, serialized once when it goes into several frames.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum DataOnce<'a> {
+    Raw(&'a serde_json::value::RawValue),
+    Value(&'a Value),
+}
+
 /// Stripes of the per-stream publish order (see `Hub::publish`).
 const STRIPES: usize = 64;
 
@@ -224,7 +232,17 @@ impl Hub {
     ) -> Result<Published, PublishError> {
         let started = Instant::now();
         let timestamp = clock::now_rfc3339();
-        let message = encode_as(self.ids.next_id(), &timestamp, event.as_str(), data);
+        // Recorded, the data goes into a frame per stream (and the plain
+        // one): serialize it once and copy those bytes into each.
+        let raw = match self.history.store() {
+            Some(_) => serde_json::value::to_raw_value(data).ok(),
+            None => None,
+        };
+        let data_once = match &raw {
+            Some(raw) => DataOnce::Raw(raw),
+            None => DataOnce::Value(data),
+        };
+        let message = encode_as(self.ids.next_id(), &timestamp, event.as_str(), &data_once);
         let size = frame::payload_len(&message.frame);
         if size > self.max_message_size {
             return Err(PublishError::TooLarge {
@@ -252,7 +270,7 @@ impl Hub {
                     &message.id,
                     &timestamp,
                     event.as_str(),
-                    data,
+                    &data_once,
                     position,
                 ))
             };
