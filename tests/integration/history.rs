@@ -306,6 +306,20 @@ fn each_reason_of_an_unrecovered_position() {
     fresh.expect_status(200);
     assert_ne!(fresh.json["epoch"], epoch, "a new epoch after DELETE");
     assert_eq!(fresh.json["offset"], 1);
+    let metrics = server.metrics();
+    for line in [
+        "wsgate_recovery_total{result=\"recovered\"} 1\n",
+        "wsgate_recovery_total{result=\"offset_ahead\"} 1\n",
+        "wsgate_recovery_total{result=\"too_many\"} 1\n",
+        "wsgate_recovery_total{result=\"epoch_changed\"} 2\n",
+        "wsgate_replayed_events_total 2\n",
+        "wsgate_epoch_changes_total{cause=\"created\"} 2\n",
+        "wsgate_epoch_changes_total{cause=\"deleted\"} 1\n",
+        "wsgate_messages_in_total{type=\"resume\"} 5\n",
+        "wsgate_messages_out_total{type=\"resumed\"} 5\n",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
 }
 
 #[test]
