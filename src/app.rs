@@ -15,6 +15,7 @@ use crate::cluster::redis::{NodeIdTaken, RedisBackplane, RedisSettings};
 use crate::cluster::{Backplane, LocalBackplane};
 use crate::config::Config;
 use crate::gateway::Gateway;
+use crate::history::{History, HistoryStore, MemoryStore};
 use crate::http::AppState;
 use crate::hub::shard::{ShardSettings, ShardShared};
 use crate::hub::Hub;
@@ -100,7 +101,12 @@ impl Server {
             token_expiring_notice: config.timers.token_expiring_notice,
             token_refresh_grace: config.timers.token_refresh_grace,
             test_panic_user: config.test_shard_panic_user.clone(),
+            history: history(&config, &metrics),
+            resume_timeout: config.history.resume_timeout,
         };
+        if let Some(store) = settings.history.store() {
+            sweep_history(store.clone(), &tracker, shutdown.clone());
+        }
         // Cluster mode: the Redis backplane links this node to the others;
         // otherwise a no-op, and nothing below runs any cluster code.
         let redis = match &config.redis_url {
@@ -229,4 +235,34 @@ impl Server {
         tracing::info!("shutdown complete");
         Ok(())
     }
+}
+
+/// This node's history: in memory on a single node; in cluster mode not
+/// built yet, so `Unavailable` (docs/PROTOCOL.md, "History").
+fn history(config: &Config, metrics: &Arc<Metrics>) -> History {
+    let Some(settings) = &config.history.store else {
+        return History::Disabled;
+    };
+    if config.redis_url.is_some() {
+        return History::Unavailable;
+    }
+    History::Store {
+        store: Arc::new(MemoryStore::new(settings.clone(), metrics.clone())),
+        max_recovery: config.history.recovery_max_events,
+        last_value_rules: config.history.last_value_rules.clone().into(),
+    }
+}
+
+/// Drops expired streams once a second, so idle streams free their memory
+/// without waiting for an access.
+fn sweep_history(store: Arc<dyn HistoryStore>, tracker: &TaskTracker, shutdown: CancellationToken) {
+    tracker.spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = every.tick() => store.sweep(),
+            }
+        }
+    });
 }

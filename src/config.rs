@@ -195,6 +195,39 @@ pub struct ServeArgs {
         help_heading = LIMITS
     )]
     pub max_control_frames_per_second: u32,
+    /// Events kept per stream (user, broadcast, event type); 0 turns
+    /// history, positions and recovery off (v1 behaviour).
+    #[arg(long, env = "WSGATE_HISTORY_SIZE", default_value_t = 100, value_name = "N", help_heading = HISTORY)]
+    pub history_size: usize,
+    /// A stream's events are dropped this long after its last append.
+    #[arg(long, env = "WSGATE_HISTORY_TTL", default_value = "5m", value_parser = duration, value_name = "DURATION", help_heading = HISTORY)]
+    pub history_ttl: Duration,
+    /// A stream's epoch and top offset live this long after its last append.
+    #[arg(long, env = "WSGATE_HISTORY_META_TTL", default_value = "24h", value_parser = duration, value_name = "DURATION", help_heading = HISTORY)]
+    pub history_meta_ttl: Duration,
+    /// Bytes of retained events over all streams of this node; past it the
+    /// streams appended to least recently are dropped whole.
+    #[arg(long, env = "WSGATE_HISTORY_MAX_BYTES", default_value_t = 268_435_456, value_name = "BYTES", help_heading = HISTORY)]
+    pub history_max_bytes: usize,
+    /// More missed events than this on a stream: not recovered (TOO_MANY).
+    #[arg(long, env = "WSGATE_RECOVERY_MAX_EVENTS", default_value_t = 300, value_name = "N", help_heading = HISTORY)]
+    pub recovery_max_events: u64,
+    /// How long a `resume=1` connection waits for its first message.
+    #[arg(long, env = "WSGATE_RESUME_TIMEOUT", default_value = "5s", value_parser = duration, value_name = "DURATION", help_heading = HISTORY)]
+    pub resume_timeout: Duration,
+    /// Last-value cache rules, `TYPE:FIELD[:END_TYPE|...]` comma-separated;
+    /// empty: off.
+    #[arg(
+        long,
+        env = "WSGATE_LAST_VALUE_EVENTS",
+        default_value = "upload.progress:upload_id:upload.completed|upload.error|upload.cancelled,file.processing:file_id:file.ready",
+        value_name = "LIST",
+        help_heading = HISTORY
+    )]
+    pub last_value_events: String,
+    /// A cached last value is dropped this long after it was stored.
+    #[arg(long, env = "WSGATE_LAST_VALUE_TTL", default_value = "10m", value_parser = duration, value_name = "DURATION", help_heading = HISTORY)]
+    pub last_value_ttl: Duration,
     /// Test only: allow the fault-injection flags below. Never in production.
     #[arg(long, env = "WSGATE_ENABLE_TEST_FAULTS", hide = true)]
     pub enable_test_faults: bool,
@@ -211,6 +244,7 @@ const TIMERS: &str = "Timers";
 const CLUSTER: &str = "Cluster";
 const WEBHOOKS: &str = "Webhooks";
 const TLS: &str = "TLS";
+const HISTORY: &str = "History and recovery";
 
 #[derive(Debug, Args)]
 pub struct TokenArgs {
@@ -326,6 +360,18 @@ pub struct Config {
     pub max_control_frames_per_second: u32,
     /// Test-only fault injection: a shard panics registering this user.
     pub test_shard_panic_user: Option<String>,
+    pub history: HistoryConfig,
+}
+
+/// History and recovery (SPEC-v2 §1, §2).
+#[derive(Debug, Clone)]
+pub struct HistoryConfig {
+    /// `None` with `--history-size 0`.
+    pub store: Option<crate::history::HistorySettings>,
+    pub recovery_max_events: u64,
+    pub resume_timeout: Duration,
+    /// Empty when last values are off (no rules, or history off).
+    pub last_value_rules: Vec<crate::history::LastValueRule>,
 }
 
 impl Config {
@@ -347,13 +393,6 @@ impl Config {
         let positive = |flag: &'static str, value: usize| {
             if value == 0 {
                 Err(ConfigError::new(flag, "must be at least 1"))
-            } else {
-                Ok(value)
-            }
-        };
-        let nonzero = |flag: &'static str, value: Duration| {
-            if value.is_zero() {
-                Err(ConfigError::new(flag, "must be longer than 0s"))
             } else {
                 Ok(value)
             }
@@ -487,6 +526,16 @@ impl Config {
             shutdown_grace: Duration::from_secs(3),
             max_control_frames_per_second: args.max_control_frames_per_second,
             test_shard_panic_user: args.test_shard_panic_user,
+            history: history_config(
+                args.history_size,
+                args.history_ttl,
+                args.history_meta_ttl,
+                args.history_max_bytes,
+                args.recovery_max_events,
+                args.resume_timeout,
+                &args.last_value_events,
+                args.last_value_ttl,
+            )?,
         })
     }
 
@@ -503,6 +552,46 @@ impl Config {
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config
     }
+}
+
+fn nonzero(flag: &'static str, value: Duration) -> Result<Duration, ConfigError> {
+    if value.is_zero() {
+        Err(ConfigError::new(flag, "must be longer than 0s"))
+    } else {
+        Ok(value)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn history_config(
+    size: usize,
+    ttl: Duration,
+    meta_ttl: Duration,
+    max_bytes: usize,
+    recovery_max_events: u64,
+    resume_timeout: Duration,
+    last_value_events: &str,
+    last_value_ttl: Duration,
+) -> Result<HistoryConfig, ConfigError> {
+    let rules = crate::history::LastValueRule::parse_list(last_value_events)
+        .map_err(|e| ConfigError::new("--last-value-events", e))?;
+    let store = (size > 0)
+        .then(|| -> Result<_, ConfigError> {
+            Ok(crate::history::HistorySettings {
+                size,
+                ttl: nonzero("--history-ttl", ttl)?,
+                meta_ttl: nonzero("--history-meta-ttl", meta_ttl)?,
+                max_bytes,
+                last_value_ttl: nonzero("--last-value-ttl", last_value_ttl)?,
+            })
+        })
+        .transpose()?;
+    Ok(HistoryConfig {
+        last_value_rules: if store.is_some() { rules } else { Vec::new() },
+        store,
+        recovery_max_events,
+        resume_timeout: nonzero("--resume-timeout", resume_timeout)?,
+    })
 }
 
 impl ServeArgs {

@@ -16,7 +16,8 @@
 //! touched in a reactor turn is written once, with vectored writes.
 //!
 //! Backend path: `http::api` (or [`Gateway`]) → `hub::Hub::publish`
-//! encodes and frames once → every shard with a recipient queues the same
+//! encodes and frames once (once per stream it is appended to in
+//! `history`) → every shard with a recipient queues the same
 //! `Arc<[u8]>`.
 //!
 //! Around them: `config` (parsed once), `app` (wiring and shutdown
@@ -50,6 +51,7 @@ mod cluster;
 mod config;
 mod connection;
 mod gateway;
+mod history;
 mod http;
 mod hub;
 mod limits;

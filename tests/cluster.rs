@@ -763,3 +763,36 @@ fn a_node_cut_off_from_redis_counts_what_it_missed() {
     expect_next(&mut client, "system.maintenance", &id);
     assert_eq!(dropped(&b, "backplane_missed"), 3.0, "{}", b.metrics());
 }
+
+/// Cluster-wide history (Redis Streams, SPEC-v2 §2.6) is not built yet:
+/// in cluster mode events go out without `stream`, publish answers carry
+/// `streams: []`, and every given position is `UNAVAILABLE`
+/// (docs/PROTOCOL.md, "History and recovery").
+#[test]
+fn history_is_unavailable_in_cluster_mode_for_now() {
+    let cluster = Cluster::start(2, &[]);
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let mut client = b.ws("u");
+    let answer = a.api_post(
+        "/api/v1/events",
+        &json!({"type": "file.ready", "data": {}, "users": ["u"]}),
+    );
+    assert_eq!(answer.json["streams"], json!([]), "{}", answer.text);
+    let id = answer.json["id"].as_str().expect("id").to_owned();
+    let m = expect_next(&mut client, "file.ready", &id);
+    assert!(m.get("stream").is_none(), "{m}");
+
+    let mut resuming =
+        WsClient::connect_with_query(b.addr(), TokenVia::Path, &b.token("u"), "resume=1");
+    resuming.send_json(&json!({"type": "resume",
+        "data": {"user": {"epoch": "AAAAAAAA", "offset": 1}}}));
+    let resumed = resuming.recv_json();
+    assert_eq!(resumed["type"], "resumed", "{resumed}");
+    assert_eq!(resumed["data"]["recovered"], false);
+    assert_eq!(
+        resumed["data"]["streams"]["user:u"],
+        json!({"recovered": false, "reason": "UNAVAILABLE", "epoch": null, "offset": 0, "replayed": 0})
+    );
+    a.api_get("/api/v1/streams/user%3Au")
+        .expect_error(503, "UNAVAILABLE");
+}

@@ -13,6 +13,8 @@ mod console;
 mod envelope;
 #[path = "integration/handshake.rs"]
 mod handshake;
+#[path = "integration/history.rs"]
+mod history;
 #[path = "integration/hostile.rs"]
 mod hostile;
 #[path = "integration/isolation.rs"]

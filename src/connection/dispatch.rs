@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 
 use crate::auth::{AuthError, Claims};
 use crate::metrics::OutKind;
+use crate::protocol::client::Positioned;
 use crate::protocol::envelope::EncodedMessage;
 use crate::protocol::{
     clock, server, ClientRequest, ErrorCode, EventSet, MessageIds, ProtocolError,
@@ -21,7 +22,8 @@ use crate::protocol::{
 /// What one client message asks for: the reply, and at most one action.
 #[derive(Debug)]
 pub struct Dispatched {
-    pub reply: EncodedMessage,
+    /// `None` when the action builds the reply (it needs history).
+    pub reply: Option<EncodedMessage>,
     pub reply_kind: OutKind,
     pub action: Option<Action>,
 }
@@ -33,6 +35,9 @@ pub enum Action {
     Subscriptions(EventSet),
     /// An upload the user asked to cancel.
     CancelUpload(CancelledUpload),
+    /// `resume` or a positioned `subscribe`: the connection answers it from
+    /// history (SPEC-v2 §2), then its subscriptions change.
+    Positioned(Positioned),
     /// `auth.refresh` succeeded: these claims replace the connection's.
     Refreshed(Claims),
 }
@@ -62,7 +67,7 @@ pub fn dispatch(
     check_token: impl FnOnce(&str) -> TokenCheck,
 ) -> Dispatched {
     let plain = |reply, reply_kind| Dispatched {
-        reply,
+        reply: Some(reply),
         reply_kind,
         action: None,
     };
@@ -123,13 +128,13 @@ pub fn dispatch(
             };
             match check_token(&token) {
                 TokenCheck::Valid(claims) => Dispatched {
-                    reply: server::token_expiry(
+                    reply: Some(server::token_expiry(
                         ids,
                         "auth.refreshed",
                         claims.exp,
                         clock::unix_millis(),
                         reply_to,
-                    ),
+                    )),
                     reply_kind: OutKind::AuthRefreshed,
                     action: Some(Action::Refreshed(claims)),
                 },
@@ -143,6 +148,14 @@ pub fn dispatch(
                 ),
             }
         }
+        ClientRequest::Positioned(positioned) => Dispatched {
+            reply: None,
+            reply_kind: match positioned {
+                Positioned::Resume(_) => OutKind::Resumed,
+                Positioned::Subscribe(_) => OutKind::SubscriptionConfirmed,
+            },
+            action: Some(Action::Positioned(positioned)),
+        },
     }
 }
 
@@ -171,7 +184,7 @@ mod tests {
     use crate::ws::frame;
 
     fn reply_json(d: &Dispatched) -> Value {
-        let f = &d.reply.frame;
+        let f = &d.reply.as_ref().expect("a reply").frame;
         serde_json::from_slice(&f[f.len() - frame::payload_len(f)..]).expect("json")
     }
 

@@ -20,9 +20,11 @@ use tungstenite::Message;
 use super::dispatch::{dispatch, Action, CancelledUpload, TokenCheck};
 use super::{Chunk, Connection, Limits};
 use crate::auth::TokenVerifier;
+use crate::history::History;
 use crate::limits::rate::retry_after_secs;
 use crate::limits::{RateDecision, RateLimiter};
 use crate::metrics::{InKind, Metrics, OutKind, RefreshResult};
+use crate::protocol::client::{Positioned, SubscribeFrom};
 use crate::protocol::envelope::EncodedMessage;
 use crate::protocol::{client, clock, server, ClientRequest, EventSet, MessageIds, ProtocolError};
 use crate::ws::{frame, CloseReason};
@@ -38,6 +40,8 @@ pub struct Context<'a> {
     pub verifier: &'a TokenVerifier,
     /// Slab keys to flush at the end of the turn.
     pub dirty: &'a mut Vec<usize>,
+    /// This node's history (read at `resume` and positioned `subscribe`).
+    pub history: &'a History,
 }
 
 /// What the shard does after a message, in this order.
@@ -73,6 +77,24 @@ impl Connection {
         if !self.is_open() {
             return Handled::default();
         }
+        let mut handled = self.handle_data(message, now, read_at_ms, cx);
+        // Any first message ends a `resume=1` hold (SPEC-v2 §2.2): after
+        // its reply, the held events follow.
+        if self.is_held() && !handled.overflowed {
+            handled.overflowed = self
+                .end_hold(cx.limits.max_queued_bytes, cx.dirty, cx.metrics)
+                .is_err();
+        }
+        handled
+    }
+
+    fn handle_data(
+        &mut self,
+        message: Message,
+        now: Instant,
+        read_at_ms: u64,
+        cx: &mut Context,
+    ) -> Handled {
         if self.echo {
             return Handled {
                 overflowed: self.echo(&message, cx),
@@ -144,10 +166,24 @@ impl Connection {
                 then: Some(Then::Close(CloseReason::Disconnected)),
             };
         }
+        // With history, every `subscribe` answers with `streams`.
+        let request = match request {
+            ClientRequest::Subscribe(events) if !matches!(cx.history, History::Disabled) => {
+                ClientRequest::Positioned(Positioned::Subscribe(SubscribeFrom {
+                    events,
+                    since: Vec::new(),
+                    cache: false,
+                }))
+            }
+            request => request,
+        };
         let outcome = dispatch(cx.ids, request, self.subscriptions, reply_to, |token| {
             self.check_token(token, cx.verifier, cx.metrics)
         });
-        let mut overflowed = self.reply(outcome.reply, outcome.reply_kind, cx);
+        let mut overflowed = match outcome.reply {
+            Some(reply) => self.reply(reply, outcome.reply_kind, cx),
+            None => false,
+        };
         let then = match outcome.action {
             None => None,
             Some(Action::Subscriptions(next)) => Some(Then::Subscriptions(next)),
@@ -159,6 +195,7 @@ impl Connection {
                 }
                 None
             }
+            Some(Action::Positioned(request)) => return self.on_positioned(request, reply_to, cx),
         };
         Handled { overflowed, then }
     }
@@ -207,8 +244,18 @@ impl Connection {
         }
         let id = self.id.to_string();
         let now_ms = clock::unix_millis();
-        let established =
-            server::connection_established(cx.ids, &id, self.user(), self.token.exp(), now_ms);
+        let features = server::features(
+            !matches!(cx.history, History::Disabled),
+            !cx.history.last_value_rules().is_empty(),
+        );
+        let established = server::connection_established(
+            cx.ids,
+            &id,
+            self.user(),
+            &features,
+            self.token.exp(),
+            now_ms,
+        );
         let overflowed = self.reply(established, OutKind::ConnectionEstablished, cx)
             || self.notify_token_expiring(now_ms, cx);
         Handled {
@@ -232,7 +279,12 @@ impl Connection {
 
     /// Queues a reply; `true` when it overflowed the queue (not counted as
     /// sent).
-    fn reply(&mut self, message: EncodedMessage, kind: OutKind, cx: &mut Context) -> bool {
+    pub(super) fn reply(
+        &mut self,
+        message: EncodedMessage,
+        kind: OutKind,
+        cx: &mut Context,
+    ) -> bool {
         if self
             .queue(
                 Chunk::from(message.frame),

@@ -9,6 +9,8 @@
 //! - `closing`: the close frame, its reason and the `Closing` phase;
 //! - `timers`: this connection's deadlines (4000, 4001, heartbeat) and its
 //!   token's (`token.expiring`, SPEC-v2 §3);
+//! - `recovery`: the `resume=1` hold, `resume` and positioned `subscribe`
+//!   answered from history, and the per-stream skip rule (SPEC-v2 §2);
 //! - [`outbound`]: the byte-budgeted queue and its flush (`send`/`sendmsg`).
 //!
 //! A `Connection` is owned by exactly one shard thread and never shared, so
@@ -22,6 +24,7 @@ pub mod dispatch;
 mod input;
 mod message;
 pub mod outbound;
+mod recovery;
 mod timers;
 
 use std::sync::Arc;
@@ -69,6 +72,8 @@ pub struct Limits {
     /// How long past the token's `exp` the 4001 waits: `--jwt-leeway` plus
     /// `--token-refresh-grace`.
     pub token_grace: Duration,
+    /// How long a `resume=1` connection holds deliveries (SPEC-v2 §2.2).
+    pub resume_timeout: Duration,
 }
 
 pub struct Connection {
@@ -105,6 +110,8 @@ pub struct Connection {
     control_frames: u32,
     /// Echo mode (`--conformance-echo`): data frames are sent back as is.
     echo: bool,
+    /// History state (hold, highest offsets sent); only once asked for.
+    recovery: Option<Box<recovery::Recovery>>,
 }
 
 impl Connection {
@@ -139,6 +146,7 @@ impl Connection {
             messages_out: 0,
             control_frames: 0,
             echo,
+            recovery: None,
         }
     }
 
@@ -205,7 +213,7 @@ impl Connection {
     /// the messages still queued are counted as dropped for `reason`.
     pub fn release(mut self, registry: &mio::Registry, reason: DropReason, metrics: &Metrics) {
         let _ = registry.deregister(&mut self.socket);
-        let undelivered = self.outbound.queued_messages();
+        let undelivered = self.outbound.queued_messages() + self.held_messages();
         if undelivered > 0 {
             metrics.dropped(reason, undelivered as u64);
         }

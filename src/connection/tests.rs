@@ -109,6 +109,7 @@ impl Harness {
                     limits: &self.limits,
                     verifier: &self.verifier,
                     dirty: &mut self.dirty,
+                    history: &crate::history::History::Disabled,
                 };
                 self.conn.on_message(message, now, read_at_ms, &mut cx)
             })
@@ -153,6 +154,7 @@ fn limits() -> Limits {
         connection_timeout: Duration::from_secs(60),
         token_expiring_notice: Duration::from_secs(60),
         token_grace: Duration::ZERO,
+        resume_timeout: Duration::from_secs(5),
     }
 }
 
@@ -186,6 +188,7 @@ fn greets_then_replies_and_hands_back_subscriptions() {
         limits: &h.limits,
         verifier: &h.verifier,
         dirty: &mut h.dirty,
+        history: &crate::history::History::Disabled,
     };
     assert!(!h.conn.greet(&mut cx).overflowed);
     assert_eq!(h.dirty, vec![3], "marked dirty once, under its slab key");
@@ -315,5 +318,63 @@ fn a_refresh_renews_the_token_unless_the_user_was_deactivated_meanwhile() {
             Some(Then::Close(CloseReason::Disconnected))
         ),
         "{handled:?}"
+    );
+}
+
+/// The hold keeps deliveries back until it ends; after that, a stream's
+/// offsets only go forward (SPEC-v2 §2.2): an event at or below the highest
+/// offset sent is skipped, one of a new epoch goes out.
+#[test]
+fn a_hold_keeps_deliveries_back_and_a_stream_never_goes_back() {
+    use crate::history::{Epoch, StreamPosition};
+    let mut h = Harness::new(limits(), 100);
+    let limit = h.limits.max_queued_bytes;
+    let at = |epoch: &str, offset| StreamPosition {
+        name: "user:7".into(),
+        epoch: Epoch::parse(epoch).expect("epoch"),
+        offset,
+    };
+    let frame = |n: u64| -> Arc<[u8]> {
+        Arc::from(crate::ws::frame::text_frame(|b| {
+            b.extend_from_slice(format!("{{\"n\":{n}}}").as_bytes())
+        }))
+    };
+    h.conn.hold(Instant::now() + Duration::from_secs(5));
+    assert!(h.conn.is_held());
+    h.conn
+        .offer(&frame(2), Some(&at("AAAAAAAA", 2)), limit, &mut h.dirty)
+        .expect("held");
+    h.conn
+        .offer(&frame(0), None, limit, &mut h.dirty)
+        .expect("held");
+    assert_eq!(
+        h.conn.outbound.queued_bytes(),
+        0,
+        "nothing goes out while held"
+    );
+    assert_eq!(h.conn.held_messages(), 2);
+    h.conn
+        .end_hold(limit, &mut h.dirty, &h.metrics)
+        .expect("fits");
+    assert!(!h.conn.is_held());
+    for (n, position) in [
+        (1, Some(at("AAAAAAAA", 1))),
+        (2, Some(at("AAAAAAAA", 2))),
+        (3, Some(at("AAAAAAAA", 3))),
+        (1, Some(at("BBBBBBBB", 1))),
+    ] {
+        h.conn
+            .offer(&frame(n), position.as_ref(), limit, &mut h.dirty)
+            .expect("fits");
+    }
+    let got: Vec<Value> = h.receive(4).iter().map(json).collect();
+    assert_eq!(
+        got,
+        vec![
+            serde_json::json!({"n": 2}),
+            serde_json::json!({"n": 0}),
+            serde_json::json!({"n": 3}),
+            serde_json::json!({"n": 1}),
+        ]
     );
 }

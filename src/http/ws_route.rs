@@ -233,6 +233,13 @@ fn upgrade(
     admitted: Admitted,
     echo: bool,
 ) -> Response {
+    // `resume=1` on any endpoint form (SPEC-v2 §2.2); anything else: no hold.
+    let resume = !echo
+        && uri::query_param(request.uri().query(), "resume")
+            .ok()
+            .flatten()
+            .as_deref()
+            == Some("1");
     let on_upgrade = hyper::upgrade::on(request);
     let hub = state.hub.clone();
     let NewConnectionParts {
@@ -285,6 +292,7 @@ fn upgrade(
             token_notice,
             permit,
             echo,
+            resume,
         };
         if hub.register(connection).await.is_err() {
             tracing::debug!("shard gone during shutdown; connection dropped");

@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use crate::address::ConnId;
 use crate::auth::Claims;
 use crate::connection::ConnectionInfo;
+use crate::history::StreamPosition;
 use crate::limits::ConnectionPermit;
 use crate::metrics::OutKind;
 use crate::protocol::Event;
@@ -33,6 +34,9 @@ pub struct NewConnection {
     /// A `--conformance-echo` connection: echoes data frames back, with no
     /// gateway protocol on top.
     pub echo: bool,
+    /// The upgrade URL had `resume=1`: hold deliveries until the first
+    /// message (SPEC-v2 §2.2).
+    pub resume: bool,
 }
 
 /// Which of a shard's connections a delivery reaches.
@@ -43,9 +47,24 @@ pub enum ShardTarget {
     /// The connections of these users (all in this shard) plus these
     /// connections, each at most once.
     Selected {
-        users: Vec<Arc<str>>,
+        users: Vec<UserDelivery>,
         connections: Vec<ConnId>,
     },
+}
+
+/// A user's connections in a `Selected` delivery, with the user's own
+/// recorded copy when the event was appended to `user:{id}`.
+#[derive(Debug, Clone)]
+pub struct UserDelivery {
+    pub user: Arc<str>,
+    pub recorded: Option<Recorded>,
+}
+
+/// A frame recorded in a stream, with its position (SPEC-v2 §2.1).
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub frame: Arc<[u8]>,
+    pub position: StreamPosition,
 }
 
 /// What a shard reports back after a delivery was written (or queued).
@@ -57,8 +76,11 @@ pub struct DeliveryReport {
 
 pub struct Delivery {
     pub target: ShardTarget,
-    /// One encoded frame for every recipient.
+    /// One encoded frame for every recipient (in `Selected`, for those not
+    /// reached through a user with its own recorded copy).
     pub frame: Arc<[u8]>,
+    /// `frame`'s position when it is recorded.
+    pub position: Option<StreamPosition>,
     pub kind: OutKind,
     pub report: Option<oneshot::Sender<DeliveryReport>>,
 }

@@ -100,6 +100,8 @@ mod tests {
             token_expiring_notice: Duration::from_secs(60),
             token_refresh_grace: Duration::ZERO,
             test_panic_user: None,
+            history: crate::history::History::Disabled,
+            resume_timeout: Duration::from_secs(5),
         };
         let admission = Admission::new(10, 3);
         let verifier =
@@ -140,6 +142,7 @@ mod tests {
             permit,
             tls: None,
             echo: false,
+            resume: false,
         })
         .await
         .expect("registered");

@@ -32,12 +32,16 @@ use tokio::sync::oneshot;
 use crate::address::{node_tag, ConnId, Target};
 use crate::cluster::{Backplane, BackplaneState, OutboundEvent};
 use crate::connection::ConnectionInfo;
+use crate::history::{self, History, HistoryStore, LastValue, StreamPosition};
 use crate::limits::Admission;
-use crate::metrics::{Metrics, OutKind};
-use crate::protocol::envelope::encode_as;
+use crate::metrics::{AppendKind, Metrics, OutKind};
+use crate::protocol::envelope::{encode_as, encode_recorded};
 use crate::protocol::{clock, Event, MessageIds};
 use crate::ws::{frame, CloseReason};
-use command::{CloseTarget, Command, Delivery, DeliveryReport, NewConnection, ShardTarget};
+use command::{
+    CloseTarget, Command, Delivery, DeliveryReport, NewConnection, Recorded, ShardTarget,
+    UserDelivery,
+};
 use shard::{ShardGone, ShardHandle, ShardSettings, ShardShared};
 
 /// The answer to a publish: the message id and how many connections it
@@ -46,6 +50,48 @@ use shard::{ShardGone, ShardHandle, ShardSettings, ShardShared};
 pub struct Published {
     pub id: String,
     pub delivered: usize,
+    /// One position per append (SPEC-v2 §7); absent with history off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub streams: Option<Vec<StreamPosition>>,
+}
+
+/// A publish's `data`, serialized once when it goes into several frames.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum DataOnce<'a> {
+    Raw(&'a serde_json::value::RawValue),
+    Value(&'a Value),
+}
+
+/// Stripes of the per-stream publish order (see `Hub::publish`).
+const STRIPES: usize = 64;
+
+/// How one publish is recorded: the store and the event's last-value
+/// changes.
+struct Recording<'a> {
+    store: &'a Arc<dyn HistoryStore>,
+    last_values: Vec<LastValue>,
+}
+
+impl<'a> Recording<'a> {
+    fn of(history: &'a History, event: Event, data: &Value) -> Option<Recording<'a>> {
+        Some(Recording {
+            store: history.store()?,
+            last_values: LastValue::of(history.last_value_rules(), event.as_str(), data),
+        })
+    }
+
+    fn append(
+        &self,
+        name: &Arc<str>,
+        kind: AppendKind,
+        metrics: &Metrics,
+        mut encode: impl FnMut(&StreamPosition) -> Arc<[u8]>,
+    ) -> Recorded {
+        let (position, frame) = self.store.append(name, &self.last_values, &mut encode);
+        metrics.history_appended(kind);
+        Recorded { frame, position }
+    }
 }
 
 /// Why a publish was not handed to the shards.
@@ -90,6 +136,8 @@ pub struct Hub {
     /// Refuses deactivated users' handshakes (see `deactivation`).
     admission: Arc<Admission>,
     started: Instant,
+    history: History,
+    stripes: Box<[tokio::sync::Mutex<()>]>,
 }
 
 impl Hub {
@@ -120,6 +168,8 @@ impl Hub {
             backplane: shared.backplane,
             admission,
             started: Instant::now(),
+            history: settings.history.clone(),
+            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         })
     }
 
@@ -149,10 +199,11 @@ impl Hub {
             .await
     }
 
-    /// Publishes an event: encoded and framed once, then delivered by
-    /// every shard that holds a recipient, and (cluster mode) handed to the
-    /// backplane for the other nodes. Resolves once every local recipient's
-    /// frame has been written or queued; `delivered` counts this node's.
+    /// Publishes an event: encoded and framed once per stream it is
+    /// appended to (once when not recorded), then delivered by every shard
+    /// that holds a recipient, and (cluster mode) handed to the backplane
+    /// for the other nodes. Resolves once every local recipient's frame has
+    /// been written or queued; `delivered` counts this node's.
     pub async fn publish(
         &self,
         event: Event,
@@ -161,7 +212,17 @@ impl Hub {
     ) -> Result<Published, PublishError> {
         let started = Instant::now();
         let timestamp = clock::now_rfc3339();
-        let message = encode_as(self.ids.next_id(), &timestamp, event.as_str(), data);
+        // Recorded, the data goes into a frame per stream (and the plain
+        // one): serialize it once and copy those bytes into each.
+        let raw = match self.history.store() {
+            Some(_) => serde_json::value::to_raw_value(data).ok(),
+            None => None,
+        };
+        let data_once = match &raw {
+            Some(raw) => DataOnce::Raw(raw),
+            None => DataOnce::Value(data),
+        };
+        let message = encode_as(self.ids.next_id(), &timestamp, event.as_str(), &data_once);
         let size = frame::payload_len(&message.frame);
         if size > self.max_message_size {
             return Err(PublishError::TooLarge {
@@ -170,20 +231,74 @@ impl Hub {
             });
         }
         let frame: Arc<[u8]> = Arc::from(message.frame);
-        let per_shard = self.split_target(event, &target);
+        let mut per_shard = self.split_target(event, &target);
+        let recording = Recording::of(&self.history, event, data);
+        // Appends to one stream and the hand-over of their frames to the
+        // shards happen under that stream's stripe, so every shard gets a
+        // stream's events in offset order (a connection then never sees an
+        // offset out of order, and the skip rule of a resume drops only
+        // true duplicates).
+        let stripes = match &recording {
+            Some(_) => self.lock_stripes(event, &target).await,
+            None => Vec::new(),
+        };
+        let mut streams = Vec::new();
+        let mut shared = None;
+        if let Some(recording) = &recording {
+            let encode = |position: &StreamPosition| -> Arc<[u8]> {
+                Arc::from(encode_recorded(
+                    &message.id,
+                    &timestamp,
+                    event.as_str(),
+                    &data_once,
+                    position,
+                ))
+            };
+            match &target {
+                Target::All | Target::Subscribers => {
+                    let (name, kind) = match target {
+                        Target::All => (Arc::from(history::BROADCAST), AppendKind::Broadcast),
+                        _ => (history::event_stream(event.as_str()), AppendKind::Event),
+                    };
+                    let recorded = recording.append(&name, kind, &self.metrics, encode);
+                    streams.push(recorded.position.clone());
+                    shared = Some(recorded);
+                }
+                Target::Selected { .. } => {
+                    for (_, shard_target) in per_shard.iter_mut() {
+                        let ShardTarget::Selected { users, .. } = shard_target else {
+                            continue;
+                        };
+                        for user in users {
+                            let name = history::user_stream(&user.user);
+                            let recorded =
+                                recording.append(&name, AppendKind::User, &self.metrics, encode);
+                            streams.push(recorded.position.clone());
+                            user.recorded = Some(recorded);
+                        }
+                    }
+                }
+            }
+        }
         let mut pending = Vec::with_capacity(per_shard.len());
         for (index, shard_target) in per_shard {
             let (report, receive) = oneshot::channel();
+            let (frame, position) = match &shared {
+                Some(recorded) => (recorded.frame.clone(), Some(recorded.position.clone())),
+                None => (frame.clone(), None),
+            };
             self.shards[index]
                 .send(Command::Deliver(Delivery {
                     target: shard_target,
-                    frame: frame.clone(),
+                    frame,
+                    position,
                     kind: OutKind::Event(event),
                     report: Some(report),
                 }))
                 .await?;
             pending.push(receive);
         }
+        drop(stripes);
         if !self.backplane.is_local() {
             self.backplane.publish(&OutboundEvent {
                 id: &message.id,
@@ -205,10 +320,48 @@ impl Hub {
         }
         self.metrics
             .observe_fanout(last_write.duration_since(started));
+        let streams = match self.history {
+            History::Disabled => None,
+            _ => {
+                streams.sort_by(|a, b| a.name.cmp(&b.name));
+                Some(streams)
+            }
+        };
         Ok(Published {
             id: message.id,
             delivered,
+            streams,
         })
+    }
+
+    /// The stripes of the streams `target` appends to, locked in index
+    /// order (so two publishes never wait on each other in a cycle).
+    async fn lock_stripes(
+        &self,
+        event: Event,
+        target: &Target,
+    ) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+        let stripe = |name: &str| {
+            (BuildHasherDefault::<DefaultHasher>::default().hash_one(name) % STRIPES as u64)
+                as usize
+        };
+        let mut indexes: Vec<usize> = match target {
+            Target::All => vec![stripe(history::BROADCAST)],
+            Target::Subscribers => vec![stripe(event.as_str())],
+            Target::Selected { users, .. } => users.iter().map(|u| stripe(u)).collect(),
+        };
+        indexes.sort_unstable();
+        indexes.dedup();
+        let mut guards = Vec::with_capacity(indexes.len());
+        for index in indexes {
+            guards.push(self.stripes[index].lock().await);
+        }
+        guards
+    }
+
+    /// This node's history, for the server API (`/streams`).
+    pub fn history(&self) -> &History {
+        &self.history
     }
 
     async fn deliver_unreported(
@@ -222,6 +375,7 @@ impl Hub {
             .send(Command::Deliver(Delivery {
                 target,
                 frame,
+                position: None,
                 kind: OutKind::Event(event),
                 report: None,
             }))
@@ -238,11 +392,18 @@ impl Hub {
                 .map(|i| (i, ShardTarget::Subscribers(event)))
                 .collect(),
             Target::Selected { users, connections } => {
-                let mut by_shard: Vec<(Vec<Arc<str>>, Vec<ConnId>)> =
+                let mut by_shard: Vec<(Vec<UserDelivery>, Vec<ConnId>)> =
                     (0..self.shards.len()).map(|_| Default::default()).collect();
                 for user in users {
                     let shard = self.shard_of(user);
-                    by_shard[shard].0.push(Arc::from(user.as_str()));
+                    // A user listed twice is one append and one delivery.
+                    if by_shard[shard].0.iter().any(|u| *u.user == **user) {
+                        continue;
+                    }
+                    by_shard[shard].0.push(UserDelivery {
+                        user: Arc::from(user.as_str()),
+                        recorded: None,
+                    });
                 }
                 let own = connections
                     .iter()

@@ -16,18 +16,20 @@ pub enum InKind {
     Unsubscribe,
     UploadCancel,
     AuthRefresh,
+    Resume,
     /// Frames that were not a valid client message (bad JSON, binary, unknown type).
     Invalid,
 }
 
 impl InKind {
-    pub const ALL: [InKind; 7] = [
+    pub const ALL: [InKind; 8] = [
         InKind::Ping,
         InKind::Heartbeat,
         InKind::Subscribe,
         InKind::Unsubscribe,
         InKind::UploadCancel,
         InKind::AuthRefresh,
+        InKind::Resume,
         InKind::Invalid,
     ];
 
@@ -41,6 +43,7 @@ impl InKind {
             "unsubscribe" => InKind::Unsubscribe,
             "upload.cancel" => InKind::UploadCancel,
             "auth.refresh" => InKind::AuthRefresh,
+            "resume" => InKind::Resume,
             _ => InKind::Invalid,
         }
     }
@@ -53,6 +56,7 @@ impl InKind {
             InKind::Unsubscribe => "unsubscribe",
             InKind::UploadCancel => "upload.cancel",
             InKind::AuthRefresh => "auth.refresh",
+            InKind::Resume => "resume",
             InKind::Invalid => "invalid",
         }
     }
@@ -75,11 +79,12 @@ pub enum OutKind {
     AuthRefreshed,
     TokenExpiring,
     Error,
+    Resumed,
 }
 
 impl OutKind {
     /// The kinds that are not events, in rendering order (after the events).
-    const NON_EVENTS: [OutKind; 9] = [
+    const NON_EVENTS: [OutKind; 10] = [
         OutKind::ConnectionEstablished,
         OutKind::Pong,
         OutKind::HeartbeatAck,
@@ -89,6 +94,7 @@ impl OutKind {
         OutKind::AuthRefreshed,
         OutKind::TokenExpiring,
         OutKind::Error,
+        OutKind::Resumed,
     ];
     pub const COUNT: usize = Event::COUNT + Self::NON_EVENTS.len();
 
@@ -112,6 +118,7 @@ impl OutKind {
             OutKind::AuthRefreshed => "auth.refreshed",
             OutKind::TokenExpiring => "token.expiring",
             OutKind::Error => "error",
+            OutKind::Resumed => "resumed",
         }
     }
 
@@ -127,6 +134,7 @@ impl OutKind {
             OutKind::AuthRefreshed => Event::COUNT + 6,
             OutKind::TokenExpiring => Event::COUNT + 7,
             OutKind::Error => Event::COUNT + 8,
+            OutKind::Resumed => Event::COUNT + 9,
         }
     }
 }
@@ -266,6 +274,111 @@ impl DropReason {
     }
 }
 
+/// The stream kind of an append, as in `wsgate_history_appends_total{kind}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendKind {
+    User,
+    Broadcast,
+    Event,
+    /// Topic streams (SPEC-v2 §4): counted once topics exist.
+    Topic,
+}
+
+impl AppendKind {
+    pub const ALL: [AppendKind; 4] = [
+        AppendKind::User,
+        AppendKind::Broadcast,
+        AppendKind::Event,
+        AppendKind::Topic,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            AppendKind::User => "user",
+            AppendKind::Broadcast => "broadcast",
+            AppendKind::Event => "event",
+            AppendKind::Topic => "topic",
+        }
+    }
+
+    pub(super) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One given position's outcome, as in `wsgate_recovery_total{result}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecoveryResult {
+    Recovered,
+    HistoryDisabled,
+    Unavailable,
+    EpochChanged,
+    OffsetAhead,
+    TooMany,
+    TooOld,
+}
+
+impl RecoveryResult {
+    pub const ALL: [RecoveryResult; 7] = [
+        RecoveryResult::Recovered,
+        RecoveryResult::HistoryDisabled,
+        RecoveryResult::Unavailable,
+        RecoveryResult::EpochChanged,
+        RecoveryResult::OffsetAhead,
+        RecoveryResult::TooMany,
+        RecoveryResult::TooOld,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RecoveryResult::Recovered => "recovered",
+            RecoveryResult::HistoryDisabled => "history_disabled",
+            RecoveryResult::Unavailable => "unavailable",
+            RecoveryResult::EpochChanged => "epoch_changed",
+            RecoveryResult::OffsetAhead => "offset_ahead",
+            RecoveryResult::TooMany => "too_many",
+            RecoveryResult::TooOld => "too_old",
+        }
+    }
+
+    pub(super) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why a stream's epoch began or ended, as in
+/// `wsgate_epoch_changes_total{cause}`: `created` when a stream gets new
+/// metadata, the others when its metadata goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EpochCause {
+    Created,
+    Expired,
+    Deleted,
+    Evicted,
+}
+
+impl EpochCause {
+    pub const ALL: [EpochCause; 4] = [
+        EpochCause::Created,
+        EpochCause::Expired,
+        EpochCause::Deleted,
+        EpochCause::Evicted,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            EpochCause::Created => "created",
+            EpochCause::Expired => "expired",
+            EpochCause::Deleted => "deleted",
+            EpochCause::Evicted => "evicted",
+        }
+    }
+
+    pub(super) fn index(self) -> usize {
+        self as usize
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,6 +411,13 @@ mod tests {
             RefreshResult::index,
             RefreshResult::label,
         );
+        check(&AppendKind::ALL, AppendKind::index, AppendKind::label);
+        check(
+            &RecoveryResult::ALL,
+            RecoveryResult::index,
+            RecoveryResult::label,
+        );
+        check(&EpochCause::ALL, EpochCause::index, EpochCause::label);
     }
 
     #[test]

@@ -13,7 +13,10 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-pub use labels::{DropReason, InKind, OutKind, RefreshResult, RefusalReason};
+pub use labels::{
+    AppendKind, DropReason, EpochCause, InKind, OutKind, RecoveryResult, RefreshResult,
+    RefusalReason,
+};
 
 /// Upper bounds of the fan-out histogram buckets, in seconds.
 const FANOUT_BUCKETS: [f64; 14] = [
@@ -36,6 +39,17 @@ pub struct Metrics {
     fanout_sum_nanos: AtomicU64,
     node_id: OnceLock<String>,
     backplane: Backplane,
+    history: History,
+}
+
+/// History and recovery (SPEC-v2 §9).
+#[derive(Default)]
+struct History {
+    appends: [AtomicU64; AppendKind::ALL.len()],
+    recoveries: [AtomicU64; RecoveryResult::ALL.len()],
+    replayed: AtomicU64,
+    last_values_sent: AtomicU64,
+    epoch_changes: [AtomicU64; EpochCause::ALL.len()],
 }
 
 /// The backplane's numbers, rendered only in cluster mode.
@@ -73,6 +87,7 @@ impl Default for Metrics {
             fanout_sum_nanos: AtomicU64::new(0),
             node_id: OnceLock::new(),
             backplane: Backplane::default(),
+            history: History::default(),
         }
     }
 }
@@ -156,6 +171,22 @@ impl Metrics {
     }
     pub fn backplane_reconnected(&self) {
         self.backplane.reconnects.fetch_add(1, Relaxed);
+    }
+
+    pub fn history_appended(&self, kind: AppendKind) {
+        self.history.appends[kind.index()].fetch_add(1, Relaxed);
+    }
+    pub fn recovery(&self, result: RecoveryResult) {
+        self.history.recoveries[result.index()].fetch_add(1, Relaxed);
+    }
+    pub fn replayed(&self, count: u64) {
+        self.history.replayed.fetch_add(count, Relaxed);
+    }
+    pub fn last_values_sent(&self, count: u64) {
+        self.history.last_values_sent.fetch_add(count, Relaxed);
+    }
+    pub fn epoch_changed(&self, cause: EpochCause) {
+        self.history.epoch_changes[cause.index()].fetch_add(1, Relaxed);
     }
 
     pub fn total_in(&self) -> u64 {

@@ -7,7 +7,10 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::{DropReason, InKind, Metrics, OutKind, RefreshResult, RefusalReason, FANOUT_BUCKETS};
+use super::{
+    AppendKind, DropReason, EpochCause, InKind, Metrics, OutKind, RecoveryResult, RefreshResult,
+    RefusalReason, FANOUT_BUCKETS,
+};
 
 impl Metrics {
     /// The Prometheus text exposition of every metric.
@@ -144,6 +147,8 @@ impl Metrics {
         writeln!(out, "wsgate_fanout_seconds_sum {sum}")?;
         writeln!(out, "wsgate_fanout_seconds_count {count}")?;
 
+        self.render_history(out)?;
+
         if let Some(node_id) = self.node_id.get() {
             writeln!(out, "# HELP wsgate_node_info This node's --node-id.")?;
             writeln!(out, "# TYPE wsgate_node_info gauge")?;
@@ -152,6 +157,67 @@ impl Metrics {
         }
         if self.backplane.enabled.load(Relaxed) {
             self.render_backplane(out)?;
+        }
+        Ok(())
+    }
+
+    fn render_history(&self, out: &mut String) -> std::fmt::Result {
+        let h = &self.history;
+        writeln!(out, "# HELP wsgate_history_appends_total Events appended to history streams, by stream kind.")?;
+        writeln!(out, "# TYPE wsgate_history_appends_total counter")?;
+        for kind in AppendKind::ALL {
+            writeln!(
+                out,
+                "wsgate_history_appends_total{{kind=\"{}\"}} {}",
+                kind.label(),
+                h.appends[kind.index()].load(Relaxed)
+            )?;
+        }
+        writeln!(
+            out,
+            "# HELP wsgate_recovery_total Positions given by clients, by outcome."
+        )?;
+        writeln!(out, "# TYPE wsgate_recovery_total counter")?;
+        for result in RecoveryResult::ALL {
+            writeln!(
+                out,
+                "wsgate_recovery_total{{result=\"{}\"}} {}",
+                result.label(),
+                h.recoveries[result.index()].load(Relaxed)
+            )?;
+        }
+        writeln!(
+            out,
+            "# HELP wsgate_replayed_events_total Events replayed to connections from history."
+        )?;
+        writeln!(out, "# TYPE wsgate_replayed_events_total counter")?;
+        writeln!(
+            out,
+            "wsgate_replayed_events_total {}",
+            h.replayed.load(Relaxed)
+        )?;
+        writeln!(
+            out,
+            "# HELP wsgate_last_value_sent_total Cached last values sent to connections."
+        )?;
+        writeln!(out, "# TYPE wsgate_last_value_sent_total counter")?;
+        writeln!(
+            out,
+            "wsgate_last_value_sent_total {}",
+            h.last_values_sent.load(Relaxed)
+        )?;
+        writeln!(
+            out,
+            "# HELP wsgate_epoch_changes_total Stream epochs begun (created) or ended, by cause."
+        )?;
+        writeln!(out, "# TYPE wsgate_epoch_changes_total counter")?;
+        for cause in EpochCause::ALL {
+            writeln!(
+                out,
+                "wsgate_epoch_changes_total{{cause=\"{}\"}} {}",
+                cause.label(),
+                h.epoch_changes[cause.index()].load(Relaxed)
+            )?;
         }
         Ok(())
     }

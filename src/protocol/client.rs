@@ -5,19 +5,23 @@
 //! even errors carry `reply_to`. Pure: no I/O, no connection state, no rate
 //! limiting (the caller counts every frame before it gets here).
 
+use serde::Deserialize;
 use serde_json::{Map, Value};
+
+use crate::history::Position;
 
 use super::error::{ErrorCode, ProtocolError};
 use super::event::Event;
 
 /// The client message types of SPEC §3 and SPEC-v2, by wire name.
-pub const CLIENT_MESSAGE_TYPES: [&str; 6] = [
+pub const CLIENT_MESSAGE_TYPES: [&str; 7] = [
     "ping",
     "heartbeat",
     "subscribe",
     "unsubscribe",
     "upload.cancel",
     "auth.refresh",
+    "resume",
 ];
 
 /// A validated client request.
@@ -40,6 +44,34 @@ pub enum ClientRequest {
     AuthRefresh {
         token: String,
     },
+    /// What needs history: `resume`, and `subscribe` with `since` or
+    /// `cache` (SPEC-v2 §2.2, §2.3).
+    Positioned(Positioned),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Positioned {
+    Resume(ResumeRequest),
+    Subscribe(SubscribeFrom),
+}
+
+/// `resume` data: positions (`None`: subscribe or carry on, nothing to
+/// recover).
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct ResumeRequest {
+    pub user: Option<Position>,
+    pub broadcast: Option<Position>,
+    /// Events to subscribe, each with its position, in the client's order.
+    pub events: Vec<(Event, Option<Position>)>,
+    pub cache: bool,
+}
+
+/// `subscribe` with positions for some of its events.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SubscribeFrom {
+    pub events: Vec<Event>,
+    pub since: Vec<(Event, Position)>,
+    pub cache: bool,
 }
 
 impl ClientRequest {
@@ -52,6 +84,8 @@ impl ClientRequest {
             ClientRequest::Unsubscribe(_) => "unsubscribe",
             ClientRequest::UploadCancel { .. } => "upload.cancel",
             ClientRequest::AuthRefresh { .. } => "auth.refresh",
+            ClientRequest::Positioned(Positioned::Resume(_)) => "resume",
+            ClientRequest::Positioned(Positioned::Subscribe(_)) => "subscribe",
         }
     }
 }
@@ -118,7 +152,45 @@ fn validate(mut object: Map<String, Value>) -> Result<ClientRequest, ProtocolErr
             )),
         },
         "heartbeat" => Ok(ClientRequest::Heartbeat),
-        "subscribe" => Ok(ClientRequest::Subscribe(events(&data, true)?)),
+        "subscribe" => {
+            let events = events(&data, true)?;
+            if data.get("since").is_none() && data.get("cache").is_none() {
+                return Ok(ClientRequest::Subscribe(events));
+            }
+            let since = match data.get("since") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Object(map)) => {
+                    let mut since = Vec::with_capacity(map.len());
+                    for (name, position) in map {
+                        let event = Event::parse(name).filter(|e| events.contains(e));
+                        let Some(event) = event else {
+                            return Err(ProtocolError::invalid_message(format!(
+                                "`data.since` names `{name}`, which is not in `data.events`"
+                            )));
+                        };
+                        if let Some(position) = self::position(position, "data.since")? {
+                            since.push((event, position));
+                        }
+                    }
+                    since
+                }
+                Some(_) => {
+                    return Err(ProtocolError::invalid_message(
+                        "`data.since` must be an object of positions",
+                    ))
+                }
+            };
+            Ok(ClientRequest::Positioned(Positioned::Subscribe(
+                SubscribeFrom {
+                    events,
+                    since,
+                    cache: flag(&data, "cache")?,
+                },
+            )))
+        }
+        "resume" => Ok(ClientRequest::Positioned(Positioned::Resume(resume(
+            &data,
+        )?))),
         "unsubscribe" => Ok(ClientRequest::Unsubscribe(events(&data, false)?)),
         "upload.cancel" => match data.get("upload_id") {
             Some(Value::String(id)) if !id.is_empty() => Ok(ClientRequest::UploadCancel {
@@ -142,6 +214,79 @@ fn validate(mut object: Map<String, Value>) -> Result<ClientRequest, ProtocolErr
             format!("Unknown message type: {other}"),
         )),
     }
+}
+
+/// A position `{"epoch": string, "offset": integer ≥ 0}`, or `null`.
+fn position(value: &Value, field: &str) -> Result<Option<Position>, ProtocolError> {
+    if value.is_null() {
+        return Ok(None);
+    }
+    Position::deserialize(value).map(Some).map_err(|_| {
+        ProtocolError::invalid_message(format!(
+            "`{field}` positions must be {{\"epoch\": string, \"offset\": integer}} or null"
+        ))
+    })
+}
+
+fn flag(data: &Map<String, Value>, name: &str) -> Result<bool, ProtocolError> {
+    match data.get(name) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(ProtocolError::invalid_message(format!(
+            "`data.{name}` must be a boolean"
+        ))),
+    }
+}
+
+/// `resume` data (SPEC-v2 §2.2); unknown `events` names are
+/// `INVALID_SUBSCRIPTION` as for `subscribe`.
+fn resume(data: &Map<String, Value>) -> Result<ResumeRequest, ProtocolError> {
+    let single = |name: &str| match data.get(name) {
+        None => Ok(None),
+        Some(value) => position(value, &format!("data.{name}")),
+    };
+    let mut request = ResumeRequest {
+        user: single("user")?,
+        broadcast: single("broadcast")?,
+        cache: flag(data, "cache")?,
+        events: Vec::new(),
+    };
+    match data.get("events") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(map)) => {
+            let mut invalid = Vec::new();
+            for (name, value) in map {
+                match Event::parse(name) {
+                    Some(event) => request
+                        .events
+                        .push((event, position(value, "data.events")?)),
+                    None => invalid.push(Value::String(name.clone())),
+                }
+            }
+            if !invalid.is_empty() {
+                return Err(unknown_events(invalid));
+            }
+        }
+        Some(_) => {
+            return Err(ProtocolError::invalid_message(
+                "`data.events` must be an object of event names to positions",
+            ))
+        }
+    }
+    Ok(request)
+}
+
+fn unknown_events(invalid: Vec<Value>) -> ProtocolError {
+    let list = invalid
+        .iter()
+        .filter_map(Value::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    ProtocolError::new(
+        ErrorCode::InvalidSubscription,
+        format!("Unknown events: {list}"),
+    )
+    .with("invalid_events", Value::Array(invalid))
 }
 
 /// Reads `data.events` in the client's order; all-or-nothing: any unknown
@@ -174,16 +319,7 @@ fn events(data: &Map<String, Value>, non_empty: bool) -> Result<Vec<Event>, Prot
     if invalid.is_empty() {
         Ok(requested)
     } else {
-        let list = invalid
-            .iter()
-            .filter_map(Value::as_str)
-            .collect::<Vec<_>>()
-            .join(", ");
-        Err(ProtocolError::new(
-            ErrorCode::InvalidSubscription,
-            format!("Unknown events: {list}"),
-        )
-        .with("invalid_events", Value::Array(invalid)))
+        Err(unknown_events(invalid))
     }
 }
 

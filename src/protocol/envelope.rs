@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::clock;
 use super::ids::MessageIds;
+use crate::history::StreamPosition;
 use crate::ws::frame;
 
 #[derive(Serialize)]
@@ -21,6 +22,9 @@ struct Envelope<'a, D: Serialize + ?Sized> {
     id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     reply_to: Option<&'a Value>,
+    /// A recorded event's position (SPEC-v2 §2.1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<&'a StreamPosition>,
 }
 
 /// A server message encoded as a complete text frame.
@@ -38,7 +42,30 @@ pub fn encode_as<D: Serialize + ?Sized>(
     kind: &str,
     data: &D,
 ) -> EncodedMessage {
-    encode_envelope(id, timestamp, kind, data, None)
+    encode_envelope(id, timestamp, kind, data, None, None)
+}
+
+/// Encodes a recorded event: the envelope of [`encode_as`] plus its
+/// `stream` position.
+pub fn encode_recorded<D: Serialize + ?Sized>(
+    id: &str,
+    timestamp: &str,
+    kind: &str,
+    data: &D,
+    stream: &StreamPosition,
+) -> Vec<u8> {
+    encode_envelope(id.to_owned(), timestamp, kind, data, None, Some(stream)).frame
+}
+
+/// The cached copy of a recorded frame (SPEC-v2 §2.5): the same message
+/// byte for byte with `"cached":true` added as its last field.
+pub fn mark_cached(recorded: &[u8]) -> Vec<u8> {
+    let payload = &recorded[recorded.len() - frame::payload_len(recorded)..];
+    let body = payload.strip_suffix(b"}").unwrap_or(payload);
+    frame::text_frame(|buf| {
+        buf.extend_from_slice(body);
+        buf.extend_from_slice(b",\"cached\":true}");
+    })
 }
 
 /// Encodes a server message as a ready-to-write text frame.
@@ -60,7 +87,7 @@ pub fn encode_at<D: Serialize + ?Sized>(
     reply_to: Option<&Value>,
     timestamp: &str,
 ) -> EncodedMessage {
-    encode_envelope(ids.next_id(), timestamp, kind, data, reply_to)
+    encode_envelope(ids.next_id(), timestamp, kind, data, reply_to, None)
 }
 
 fn encode_envelope<D: Serialize + ?Sized>(
@@ -69,6 +96,7 @@ fn encode_envelope<D: Serialize + ?Sized>(
     kind: &str,
     data: &D,
     reply_to: Option<&Value>,
+    stream: Option<&StreamPosition>,
 ) -> EncodedMessage {
     let frame = frame::text_frame(|buf| {
         let envelope = Envelope {
@@ -77,6 +105,7 @@ fn encode_envelope<D: Serialize + ?Sized>(
             timestamp,
             id: &id,
             reply_to,
+            stream,
         };
         // Serializing into a Vec fails only for maps with non-string keys,
         // which no type here has; an empty payload would still be a frame.
@@ -110,6 +139,28 @@ mod tests {
 
         let plain = payload(&encode(&ids, "x", &json!({}), None).frame);
         assert!(plain.get("reply_to").is_none());
+        assert!(plain.get("stream").is_none());
+    }
+
+    #[test]
+    fn recorded_and_cached_copies() {
+        let position = StreamPosition {
+            name: "user:7".into(),
+            epoch: crate::history::Epoch::parse("Xk3f9aQ2").expect("epoch"),
+            offset: 42,
+        };
+        let frame = encode_recorded("m1", "t", "upload.progress", &json!({"p": 1}), &position);
+        let value = payload(&frame);
+        assert_eq!(
+            value["stream"],
+            json!({"name": "user:7", "epoch": "Xk3f9aQ2", "offset": 42})
+        );
+        let cached = mark_cached(&frame);
+        let cached_value = payload(&cached);
+        assert_eq!(cached_value["cached"], true);
+        let mut without = cached_value.clone();
+        without.as_object_mut().expect("object").remove("cached");
+        assert_eq!(without, value);
     }
 
     mod properties {

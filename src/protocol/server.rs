@@ -2,7 +2,7 @@
 //! the gateway originates itself (`connection.established`,
 //! `upload.cancelled`). Each returns a ready frame; none touches a socket.
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use super::clock;
 use serde::Serialize;
@@ -12,15 +12,8 @@ use super::error::ProtocolError;
 use super::event::{Event, EventSet};
 use super::ids::MessageIds;
 
-/// The `features` list of `connection.established`: v1's three first, in
-/// v1's order, then SPEC-v2 §1's (the conditional `recovery` and
-/// `last_value` would go before `token_refresh`).
-pub const FEATURES: [&str; 4] = [
-    "heartbeat",
-    "subscriptions",
-    "rate_limiting",
-    "token_refresh",
-];
+/// The v1 `features` of `connection.established`, always first.
+pub const FEATURES: [&str; 3] = ["heartbeat", "subscriptions", "rate_limiting"];
 
 /// A token's expiry as clients see it (SPEC-v2 §3): `exp` in RFC 3339
 /// with ms, and the whole seconds left (≥ 0) for clients with wrong clocks.
@@ -40,10 +33,27 @@ impl TokenExpiry {
     }
 }
 
+/// `features`: v1's three, then `recovery` (history on) and `last_value`
+/// (last values on), in SPEC-v2 §1's order.
+pub fn features(recovery: bool, last_value: bool) -> Vec<&'static str> {
+    let mut features = FEATURES.to_vec();
+    if recovery {
+        features.push("recovery");
+    }
+    if last_value {
+        features.push("last_value");
+    }
+    // SPEC-v2 §1 order: recovery, last_value, token_refresh, topics, presence
+    // (topics and presence are not built yet).
+    features.push("token_refresh");
+    features
+}
+
 pub fn connection_established(
     ids: &MessageIds,
     connection_id: &str,
     user_id: &str,
+    features: &[&str],
     token_exp: u64,
     now_ms: u64,
 ) -> EncodedMessage {
@@ -52,7 +62,7 @@ pub fn connection_established(
         "connection_id": connection_id,
         "user_id": user_id,
         "server_time": clock::now_rfc3339(),
-        "features": FEATURES,
+        "features": features,
         "expires_at": expiry.expires_at,
         "expires_in": expiry.expires_in,
     });
@@ -117,6 +127,40 @@ pub fn subscription_changed(
     let requested: Vec<&str> = requested.iter().map(|e| e.as_str()).collect();
     let data = json!({"events": requested, "subscriptions": current.names()});
     encode(ids, kind, &data, reply_to)
+}
+
+/// `subscription.confirmed` with `streams` (SPEC-v2 §2.3).
+pub fn subscription_confirmed_with_streams(
+    ids: &MessageIds,
+    requested: &[Event],
+    current: EventSet,
+    streams: &Map<String, Value>,
+    reply_to: Option<&Value>,
+) -> EncodedMessage {
+    let requested: Vec<&str> = requested.iter().map(|e| e.as_str()).collect();
+    let data = json!({
+        "events": requested,
+        "subscriptions": current.names(),
+        "streams": streams,
+    });
+    encode(ids, "subscription.confirmed", &data, reply_to)
+}
+
+/// `resumed` (SPEC-v2 §2.2). Topics do not exist yet: `topics` is `[]`.
+pub fn resumed(
+    ids: &MessageIds,
+    recovered: bool,
+    streams: &Map<String, Value>,
+    current: EventSet,
+    reply_to: Option<&Value>,
+) -> EncodedMessage {
+    let data = json!({
+        "recovered": recovered,
+        "streams": streams,
+        "subscriptions": current.names(),
+        "topics": [],
+    });
+    encode(ids, "resumed", &data, reply_to)
 }
 
 pub fn upload_cancel_acknowledged(

@@ -133,6 +133,21 @@ def server_factory() -> Iterator[Any]:
         s.stop()
 
 
+ENVELOPE = {"type", "data", "timestamp", "id"}
+
+
+def assert_envelope_fields(message: dict[str, Any]) -> None:
+    """v1's four envelope fields, plus the `stream` position v2 adds to a
+    recorded event (SPEC-v2 §2.1: name, 8-character epoch, offset from 1)."""
+    assert set(message) - {"stream"} == ENVELOPE, message
+    if "stream" in message:
+        stream = message["stream"]
+        assert set(stream) == {"name", "epoch", "offset"}, stream
+        assert isinstance(stream["name"], str) and stream["name"], stream
+        assert len(stream["epoch"]) == 8 and stream["epoch"].isalnum(), stream
+        assert isinstance(stream["offset"], int) and stream["offset"] >= 1, stream
+
+
 def new_user() -> str:
     return "u-" + uuid.uuid4().hex[:12]
 

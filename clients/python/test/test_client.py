@@ -9,13 +9,13 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from conftest import RECV_TIMEOUT, Server, connect, new_user
+from conftest import RECV_TIMEOUT, Server, assert_envelope_fields, connect, new_user
 
 import wsgate
 
 
 def assert_envelope(message: dict[str, Any], type: str, published: wsgate.Published) -> None:
-    assert set(message) == {"type", "data", "timestamp", "id"}, message
+    assert_envelope_fields(message)
     assert message["type"] == type
     assert message["id"] == published.id
     assert message["timestamp"].endswith("Z")

@@ -398,6 +398,20 @@ def test_every_documented_answer_is_what_the_server_answers(openapi, server, ser
             valid_request=False,
         )
 
+    # History (SPEC-v2 §8): the user's stream got the publishes above.
+    stream = "/api/v1/streams/{name}"
+    mine = f"/api/v1/streams/user%3A{user}"
+    read = c.http(server, "GET", stream, mine, expect=200).json()
+    assert read["name"] == f"user:{user}" and read["events"], read
+    c.http(server, "GET", stream, mine, params={"since": f"{read['epoch']}:0", "limit": 2}, expect=200)
+    c.http(server, "GET", stream, mine + "?since=nonsense", expect=400, valid_request=False)
+    c.http(server, "GET", stream, mine, expect=401, key=None, valid_request=False)
+    c.http(server, "DELETE", stream, mine, expect=204)
+    c.http(server, "GET", stream, mine, expect=404)
+    c.http(server, "DELETE", stream, mine, expect=401, key=None, valid_request=False)
+    history_off = server_factory("--history-size", "0")
+    c.http(history_off, "DELETE", stream, mine, expect=404)
+
     # The WebSocket endpoints: each token form, then each refusal.
     c.upgrade(server, "/api/v1/ws/{token}", f"/api/v1/ws/{server.token(new_user())}")
     c.upgrade(server, "/api/v1/ws", f"/api/v1/ws?token={server.token(new_user())}")
@@ -476,6 +490,9 @@ def test_every_documented_answer_is_what_the_server_answers(openapi, server, ser
     cluster = server_factory("--redis-url", "redis://127.0.0.1:1")
     degraded = c.http(cluster, "GET", "/health", expect=200, key=None).json()
     assert degraded == {"status": "degraded", "backplane": "disconnected"}
+    # Cluster-wide history is not built yet: the streams calls say so.
+    c.http(cluster, "GET", stream, mine, expect=503)
+    c.http(cluster, "DELETE", stream, mine, expect=503)
     c.http(server, "GET", "/metrics", expect=200, key=None)
     # Every file the console serves, from its asset table.
     for page in console_assets(REPO):

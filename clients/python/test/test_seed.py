@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from conftest import new_user
+from conftest import assert_envelope_fields, new_user
 
 import wsgate
 
@@ -42,7 +42,7 @@ def seed_file_processing_status(file_id: str, status: str, progress: int | None 
 
 
 def assert_seed_message(received: dict[str, Any], expected: dict[str, Any]) -> None:
-    assert set(received) == {"type", "data", "timestamp", "id"}, received
+    assert_envelope_fields(received)
     assert received["type"] == expected["type"]
     assert set(received["data"]) == set(expected["data"]), received["data"]
     for key, value in expected["data"].items():

@@ -8,6 +8,7 @@
 mod admin;
 mod body;
 mod events;
+mod streams;
 
 use std::sync::Arc;
 
@@ -69,9 +70,12 @@ async fn dispatch(
         (&Method::DELETE, ["connections", id]) => admin::disconnect(state, id).await,
         (&Method::POST, ["users", id, "deactivate"]) => admin::deactivate(state, id).await,
         (&Method::POST, ["users", id, "activate"]) => Ok(admin::activate(state, id)),
+        (&Method::GET, ["streams", name]) => streams::read(state, name, request.uri().query()),
+        (&Method::DELETE, ["streams", name]) => streams::delete(state, name),
         (_, ["events" | "notifications" | "stats" | "connections"])
         | (_, ["reviews" | "files", _, _])
-        | (_, ["connections" | "users", ..]) => Err(ApiError::method_not_allowed()),
+        | (_, ["connections" | "users", ..])
+        | (_, ["streams", _]) => Err(ApiError::method_not_allowed()),
         _ => Err(ApiError::not_found("no such API call")),
     }
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use super::Shard;
 use crate::connection::dispatch::{upload_cancel_webhook_body, CancelledUpload};
 use crate::connection::{Chunk, Connection};
+use crate::history::StreamPosition;
 use crate::hub::command::{Delivery, ShardTarget};
 use crate::metrics::{DropReason, OutKind};
 use crate::protocol::{clock, server, Event, EventSet};
@@ -84,18 +85,20 @@ impl Shard {
     pub(super) fn deliver(&mut self, delivery: Delivery) {
         let limit = self.limits.max_queued_bytes;
         let frame = delivery.frame;
+        let position = delivery.position;
         let mut delivered = 0usize;
         let mut closing = 0u64;
         let mut overflowed: Vec<usize> = Vec::new();
-        let mut offer = |conn: &mut Connection, key: usize, dirty: &mut Vec<usize>| {
+        let mut offer = |conn: &mut Connection,
+                         key: usize,
+                         frame: &Arc<[u8]>,
+                         position: Option<&StreamPosition>,
+                         dirty: &mut Vec<usize>| {
             if !conn.is_open() {
                 closing += 1;
                 return;
             }
-            if conn
-                .queue(Chunk::Shared(frame.clone()), limit, dirty)
-                .is_ok()
-            {
+            if conn.offer(frame, position, limit, dirty).is_ok() {
                 delivered += 1;
             } else {
                 overflowed.push(key);
@@ -104,7 +107,7 @@ impl Shard {
         match delivery.target {
             ShardTarget::All => {
                 for (key, conn) in self.connections.iter_mut() {
-                    offer(conn, key, &mut self.dirty);
+                    offer(conn, key, &frame, position.as_ref(), &mut self.dirty);
                 }
             }
             ShardTarget::Subscribers(event) => {
@@ -114,21 +117,38 @@ impl Shard {
                         continue;
                     };
                     debug_assert!(conn.is_open(), "indexed key {key} is closing");
-                    offer(conn, key, &mut self.dirty);
+                    offer(conn, key, &frame, position.as_ref(), &mut self.dirty);
                 }
             }
             ShardTarget::Selected { users, connections } => {
-                let mut keys: Vec<usize> = users
-                    .iter()
-                    .flat_map(|u| self.indexes.user(u))
-                    .copied()
-                    .chain(connections.into_iter().filter_map(|id| self.lookup(id)))
+                // Each user's connections get that user's copy (its own
+                // stream position when recorded); a listed connection not
+                // reached that way gets the shared frame.
+                let mut reached: Vec<usize> = Vec::new();
+                for user in &users {
+                    let (frame, position) = match &user.recorded {
+                        Some(recorded) => (&recorded.frame, Some(&recorded.position)),
+                        None => (&frame, None),
+                    };
+                    // The hub lists a user once, and a key has one user.
+                    for &key in self.indexes.user(&user.user) {
+                        reached.push(key);
+                        if let Some(conn) = self.connections.get_mut(key) {
+                            offer(conn, key, frame, position, &mut self.dirty);
+                        }
+                    }
+                }
+                reached.sort_unstable();
+                let mut rest: Vec<usize> = connections
+                    .into_iter()
+                    .filter_map(|id| self.lookup(id))
+                    .filter(|key| reached.binary_search(key).is_err())
                     .collect();
-                keys.sort_unstable();
-                keys.dedup();
-                for key in keys {
+                rest.sort_unstable();
+                rest.dedup();
+                for key in rest {
                     if let Some(conn) = self.connections.get_mut(key) {
-                        offer(conn, key, &mut self.dirty);
+                        offer(conn, key, &frame, None, &mut self.dirty);
                     }
                 }
             }

@@ -143,6 +143,7 @@ impl Shard {
             limits: &self.limits,
             verifier: &self.verifier,
             dirty: &mut self.dirty,
+            history: &self.settings.history,
         };
         let handled = conn.on_message(message, now, read_at_ms, &mut cx);
         if handled.overflowed {

@@ -31,6 +31,7 @@ use crate::address::ConnId;
 use crate::auth::TokenVerifier;
 use crate::cluster::Backplane;
 use crate::connection::{self, Connection, ConnectionInfo, Due, TokenTimer};
+use crate::history::History;
 use crate::limits::RateLimiter;
 use crate::metrics::{DropReason, Metrics};
 use crate::protocol::MessageIds;
@@ -83,6 +84,9 @@ pub struct ShardSettings {
     /// Test-only fault injection (`--test-shard-panic-user`): registering
     /// this user's connection panics the shard.
     pub test_panic_user: Option<String>,
+    /// Where connections read history at a resume (SPEC-v2 §2).
+    pub history: History,
+    pub resume_timeout: Duration,
 }
 
 impl ShardSettings {
@@ -101,6 +105,7 @@ impl ShardSettings {
             connection_timeout: self.connection_timeout,
             token_expiring_notice: self.token_expiring_notice,
             token_grace: leeway + self.token_refresh_grace,
+            resume_timeout: self.resume_timeout,
         }
     }
 
@@ -459,6 +464,9 @@ impl Shard {
             TokenTimer::new(new.claims.exp, new.token_notice),
             new.echo,
         ));
+        if new.resume {
+            conn.hold(Instant::now() + self.limits.resume_timeout);
+        }
         self.indexes.insert(key, conn);
         self.metrics.connection_opened();
         self.publish_stats();
@@ -475,6 +483,7 @@ impl Shard {
             limits: &self.limits,
             verifier: &self.verifier,
             dirty: &mut self.dirty,
+            history: &self.settings.history,
         };
         if self.connections[key].greet(&mut cx).overflowed {
             self.overflowed(key);
@@ -512,6 +521,8 @@ mod tests {
             token_expiring_notice: Duration::from_secs(60),
             token_refresh_grace: Duration::ZERO,
             test_panic_user: None,
+            history: History::Disabled,
+            resume_timeout: Duration::from_secs(5),
         };
         assert_eq!(settings.tick(), Duration::from_millis(50));
     }

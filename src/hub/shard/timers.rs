@@ -32,6 +32,7 @@ impl Shard {
             self.control_window_start = now;
         }
         let mut expired = std::mem::take(&mut self.expired);
+        let mut overflowed = Vec::new();
         for (key, conn) in self.connections.iter_mut() {
             let due = conn.on_tick(
                 now,
@@ -43,7 +44,18 @@ impl Shard {
             );
             if let Some(due) = due {
                 expired.push((key, due));
+            } else if conn.hold_expired(now)
+                && conn
+                    .end_hold(self.limits.max_queued_bytes, &mut self.dirty, &self.metrics)
+                    .is_err()
+            {
+                // `--resume-timeout` passed: the held events follow; one
+                // that does not fit closes the connection (4008).
+                overflowed.push(key);
             }
+        }
+        for key in overflowed {
+            self.overflowed(key);
         }
         for (key, due) in expired.drain(..) {
             match due {
@@ -57,6 +69,7 @@ impl Shard {
                         limits: &self.limits,
                         verifier: &self.verifier,
                         dirty: &mut self.dirty,
+                        history: &self.settings.history,
                     };
                     if self.connections[key].notify_token_expiring(unix_ms, &mut cx) {
                         self.overflowed(key);
