@@ -61,7 +61,8 @@ fn offsets_are_contiguous_and_the_stream_follows_the_target() {
             "subscriptions",
             "rate_limiting",
             "recovery",
-            "last_value"
+            "last_value",
+            "token_refresh"
         ])
     );
     c.send_json(&json!({"type": "subscribe", "data": {"events": ["upload.progress"]}}));
@@ -627,9 +628,10 @@ fn the_streams_api_reads_by_the_recovery_rule() {
 fn history_size_0_is_v1() {
     let server = TestServer::start(&["--history-size", "0"]);
     let mut c = server.ws("u");
+    // v1's three, then only what SPEC-v2 §1 lists always (no recovery).
     assert_eq!(
         c.established["data"]["features"],
-        json!(["heartbeat", "subscriptions", "rate_limiting"])
+        json!(["heartbeat", "subscriptions", "rate_limiting", "token_refresh"])
     );
     c.send_json(&json!({"type": "subscribe", "data": {"events": ["file.ready"]}}));
     let confirmed = next_of(&mut c, "subscription.confirmed");
