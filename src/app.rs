@@ -93,6 +93,8 @@ impl Server {
             rate_limit_messages: config.limits.rate_limit_messages,
             rate_limit_window: config.limits.rate_limit_window,
             max_control_frames_per_second: config.max_control_frames_per_second,
+            max_connection_age: config.max_connection_age,
+            shutdown_reconnect_spread: config.shutdown_reconnect_spread,
             test_panic_user: config.test_shard_panic_user.clone(),
         };
         // Cluster mode: the Redis backplane links this node to the others;
@@ -151,6 +153,7 @@ impl Server {
         }
         let gateway = Gateway::new(hub.clone());
         let connect_rate = crate::limits::ConnectRateLimiter::new(config.connection_rate_limit);
+        let pending = Arc::new(tokio::sync::Semaphore::new(config.max_pending_connections));
         let state = Arc::new(AppState {
             config: Arc::new(config),
             hub,
@@ -162,6 +165,8 @@ impl Server {
             shutdown,
             echo_connections: Default::default(),
             connect_rate,
+            pending,
+            refusal_ids: Default::default(),
         });
         if let Some(tls) = &tls {
             tls.reload_on_sighup(&state.tracker, state.shutdown.clone())

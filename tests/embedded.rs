@@ -143,6 +143,8 @@ async fn a_connection_registered_after_its_user_was_deactivated_is_closed_4003()
         rate_limit_messages: 100,
         rate_limit_window: Duration::from_secs(60),
         max_control_frames_per_second: 100,
+        max_connection_age: Duration::ZERO,
+        shutdown_reconnect_spread: Duration::from_secs(5),
         test_panic_user: None,
     };
     let admission = Admission::new(10, 3);

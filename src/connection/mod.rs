@@ -7,7 +7,7 @@
 //! - `message`: one data message → echo, or rate limit → parse →
 //!   [`dispatch`] → reply, plus what only the shard can do ([`Then`]);
 //! - `closing`: the close frame, its reason and the `Closing` phase;
-//! - `timers`: this connection's deadlines (4000, 4001, heartbeat);
+//! - `timers`: this connection's deadlines (4000, 4001, 4009, heartbeat);
 //! - [`outbound`]: the byte-budgeted queue and its vectored flush.
 //!
 //! A `Connection` is owned by exactly one shard thread and never shared, so
@@ -38,7 +38,7 @@ pub use closing::{fails_connection, CLOSE_GRACE};
 pub use input::{Decoded, Decrypted};
 pub use message::{Context, Handled, Then};
 pub use outbound::{Chunk, Outbound, Overflow};
-pub use timers::Due;
+pub use timers::{draw_age, Due};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -92,6 +92,8 @@ pub struct Connection {
     last_ping: Instant,
     /// Token `exp` in seconds since the epoch (for 4001).
     token_expires_at: u64,
+    /// When `--max-connection-age` closes it with 4009 (none: never).
+    aged_at: Option<Instant>,
     messages_in: u64,
     messages_out: u64,
     /// Ping and pong frames from the client in the current one-second
@@ -129,6 +131,7 @@ impl Connection {
             last_seen: now,
             last_ping: now,
             token_expires_at,
+            aged_at: None,
             messages_in: 0,
             messages_out: 0,
             control_frames: 0,

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-pub use labels::{DropReason, InKind, OutKind, RefusalReason};
+pub use labels::{ClosedCode, DropReason, InKind, OutKind, RefusalReason};
 
 /// Upper bounds of the fan-out histogram buckets, in seconds.
 const FANOUT_BUCKETS: [f64; 14] = [
@@ -28,6 +28,7 @@ pub struct Metrics {
     rate_limited: AtomicU64,
     refused: [AtomicU64; RefusalReason::ALL.len()],
     dropped: [AtomicU64; DropReason::ALL.len()],
+    closes: [AtomicU64; ClosedCode::ALL.len()],
     webhook_attempts_failed: AtomicU64,
     fanout_buckets: [AtomicU64; FANOUT_BUCKETS.len()],
     fanout_count: AtomicU64,
@@ -63,6 +64,7 @@ impl Default for Metrics {
             rate_limited: AtomicU64::new(0),
             refused: Default::default(),
             dropped: Default::default(),
+            closes: Default::default(),
             webhook_attempts_failed: AtomicU64::new(0),
             fanout_buckets: Default::default(),
             fanout_count: AtomicU64::new(0),
@@ -97,6 +99,16 @@ impl Metrics {
     }
     pub fn dropped(&self, reason: DropReason, count: u64) {
         self.dropped[reason.index()].fetch_add(count, Relaxed);
+    }
+    /// A close the server started (a close frame queued, or a refusal
+    /// closed after its upgrade), by close code.
+    pub fn closed(&self, code: u16) {
+        match ClosedCode::of(code) {
+            Some(code) => {
+                self.closes[code.index()].fetch_add(1, Relaxed);
+            }
+            None => debug_assert!(false, "close code {code} has no label"),
+        }
     }
     /// One failed webhook attempt (a retry may still deliver the call).
     pub fn webhook_attempt_failed(&self) {
@@ -173,6 +185,7 @@ mod tests {
         m.messages_out(OutKind::Event(Event::FileReady), 3);
         m.refused(RefusalReason::Unauthorized);
         m.rate_limited();
+        m.closed(4008);
         m.observe_fanout(Duration::from_micros(80));
         m.observe_fanout(Duration::from_millis(3));
         let text = m.render();
@@ -182,6 +195,7 @@ mod tests {
         assert!(text.contains("wsgate_messages_out_total{type=\"file.ready\"} 3\n"));
         assert!(text.contains("wsgate_upgrades_refused_total{reason=\"unauthorized\"} 1\n"));
         assert!(text.contains("wsgate_messages_dropped_total{reason=\"rate_limited\"} 1\n"));
+        assert!(text.contains("wsgate_closes_total{code=\"4008\"} 1\n"));
         assert!(text.contains("wsgate_fanout_seconds_bucket{le=\"0.0001\"} 1\n"));
         assert!(text.contains("wsgate_fanout_seconds_bucket{le=\"0.005\"} 2\n"));
         assert!(text.contains("wsgate_fanout_seconds_count 2\n"));

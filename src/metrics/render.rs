@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::{DropReason, InKind, Metrics, OutKind, RefusalReason, FANOUT_BUCKETS};
+use super::{ClosedCode, DropReason, InKind, Metrics, OutKind, RefusalReason, FANOUT_BUCKETS};
 
 impl Metrics {
     /// The Prometheus text exposition of every metric.
@@ -89,6 +89,20 @@ impl Metrics {
                 "wsgate_messages_dropped_total{{reason=\"{}\"}} {}",
                 reason.label(),
                 self.dropped[reason.index()].load(Relaxed)
+            )?;
+        }
+
+        writeln!(
+            out,
+            "# HELP wsgate_closes_total WebSocket closes the server started, by close code."
+        )?;
+        writeln!(out, "# TYPE wsgate_closes_total counter")?;
+        for code in ClosedCode::ALL {
+            writeln!(
+                out,
+                "wsgate_closes_total{{code=\"{}\"}} {}",
+                code.label(),
+                self.closes[code.index()].load(Relaxed)
             )?;
         }
 
