@@ -211,7 +211,12 @@ fn rate_limited_messages_get_an_error_and_abuse_asks_for_a_close() {
     assert_eq!(json(&received[1])["data"]["code"], "RATE_LIMIT_EXCEEDED");
     let closes = (0..20)
         .flat_map(|_| h.feed(vec![ping()]).1)
-        .filter(|handled| matches!(handled.then, Some(Then::Close(CloseReason::RateLimitAbuse { .. }))))
+        .filter(|handled| {
+            matches!(
+                handled.then,
+                Some(Then::Close(CloseReason::RateLimitAbuse { .. }))
+            )
+        })
         .count();
     assert!(closes > 0, "a client that keeps flooding is closed");
 }
@@ -226,8 +231,11 @@ fn a_slow_consumer_close_replaces_what_is_queued() {
             .expect("fits");
     }
     h.conn.phase = Phase::closing(fails_connection(CloseReason::SlowConsumer { dropped: 0 }));
-    h.conn
-        .send_close(CloseReason::SlowConsumer { dropped: 0 }, &h.metrics, &mut h.dirty);
+    h.conn.send_close(
+        CloseReason::SlowConsumer { dropped: 0 },
+        &h.metrics,
+        &mut h.dirty,
+    );
     assert!(h
         .metrics
         .render()

@@ -39,9 +39,7 @@ pub fn close_reason(error: &ApiError) -> Option<CloseReason> {
     let retry_after_secs = error.retry_after.unwrap_or(1);
     match error.code {
         ErrorCode::Unauthorized => Some(CloseReason::Unauthorized),
-        ErrorCode::TooManyConnections => {
-            Some(CloseReason::TooManyConnections { retry_after_secs })
-        }
+        ErrorCode::TooManyConnections => Some(CloseReason::TooManyConnections { retry_after_secs }),
         ErrorCode::ServerAtCapacity => Some(CloseReason::ServerAtCapacity { retry_after_secs }),
         _ => None,
     }

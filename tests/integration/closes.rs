@@ -71,7 +71,10 @@ fn read_refusal(mut ws: WebSocket<TcpStream>, response_protocol: Option<String>)
     let mut close = None;
     let deadline = started + Duration::from_secs(5);
     loop {
-        assert!(Instant::now() < deadline, "refused socket still open after 5 s");
+        assert!(
+            Instant::now() < deadline,
+            "refused socket still open after 5 s"
+        );
         match ws.read() {
             Ok(Message::Text(t)) => {
                 assert!(error.is_none(), "a second text message: {t}");
@@ -219,7 +222,11 @@ fn refusal_close_query_gives_4503_on_a_full_node() {
     assert_eq!(stats_connections(&server), 1);
     first.assert_alive();
     assert_eq!(
-        metric_sum(&server.metrics(), "wsgate_closes_total", &[("code", "4503")]),
+        metric_sum(
+            &server.metrics(),
+            "wsgate_closes_total",
+            &[("code", "4503")]
+        ),
         Some(1.0)
     );
 }
@@ -246,7 +253,11 @@ fn without_close_mode_refusals_stay_v1_http_statuses() {
     );
     let _fourth = server.ws("other");
     assert_eq!(
-        refusal_status(WsClient::try_connect(addr, TokenVia::Path, &server.token("x"))),
+        refusal_status(WsClient::try_connect(
+            addr,
+            TokenVia::Path,
+            &server.token("x")
+        )),
         503
     );
     assert_eq!(
@@ -295,7 +306,11 @@ fn timeout_close_says_connection_timeout_now() {
     let text = expect_close(&mut c, Duration::from_secs(5), 4000);
     reason(&text, "CONNECTION_TIMEOUT", "now");
     assert_eq!(
-        metric_sum(&server.metrics(), "wsgate_closes_total", &[("code", "4000")]),
+        metric_sum(
+            &server.metrics(),
+            "wsgate_closes_total",
+            &[("code", "4000")]
+        ),
         Some(1.0)
     );
 }
@@ -326,7 +341,11 @@ fn both_kinds_of_4003_say_why_and_advise_no_retry() {
     let text = expect_close(&mut banned, Duration::from_secs(5), 4003);
     reason(&text, "USER_INACTIVE", "none");
     assert_eq!(
-        metric_sum(&server.metrics(), "wsgate_closes_total", &[("code", "4003")]),
+        metric_sum(
+            &server.metrics(),
+            "wsgate_closes_total",
+            &[("code", "4003")]
+        ),
         Some(2.0)
     );
 }
@@ -400,7 +419,10 @@ fn slow_consumer_close_counts_what_it_dropped() {
         &[("reason", "slow_consumer")],
     )
     .expect("series");
-    assert_eq!(counted, dropped as f64, "the reason's count is the metric's");
+    assert_eq!(
+        counted, dropped as f64,
+        "the reason's count is the metric's"
+    );
 }
 
 #[test]
@@ -415,7 +437,11 @@ fn shutdown_closes_advise_retry_after_spread_across_connections() {
         let seconds = parsed["retry_after"].as_f64().expect("a number");
         assert!((0.0..=2.0).contains(&seconds), "{text}");
         let raw = text.split("\"retry_after\":").nth(1).expect("field");
-        let decimals = raw.trim_end_matches('}').split('.').nth(1).map_or(0, str::len);
+        let decimals = raw
+            .trim_end_matches('}')
+            .split('.')
+            .nth(1)
+            .map_or(0, str::len);
         assert!(decimals <= 3, "at most 3 decimals: {text}");
         advised.push(seconds);
     }
@@ -449,7 +475,11 @@ fn max_connection_age_closes_with_4009_between_90_and_100_percent() {
         &server
     ) == 0));
     assert_eq!(
-        metric_sum(&server.metrics(), "wsgate_closes_total", &[("code", "4009")]),
+        metric_sum(
+            &server.metrics(),
+            "wsgate_closes_total",
+            &[("code", "4009")]
+        ),
         Some(4.0)
     );
 }
