@@ -4,10 +4,11 @@
 //! (4009); 1001 `retry_after` spread by `--shutdown-reconnect-spread`.
 
 use crate::support::metrics::metric_sum;
-use crate::support::raw::{raw_request, SAMPLE_KEY};
+use crate::support::raw::{raw_request, read_response, Upgrade, SAMPLE_KEY};
 use crate::support::ws::{handshake_request, refusal_status};
 use crate::support::{now_secs, wait_until, Incoming, TestServer, TokenVia, WsClient};
 use serde_json::{json, Value};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 use tungstenite::client::IntoClientRequest;
@@ -297,6 +298,47 @@ fn refused_sockets_stay_under_the_pending_cap() {
     let roomy = TestServer::start(&["--max-pending-connections", "2"]);
     let r = refused(&roomy, "/api/v1/ws/not-a-jwt?refusal=close", None);
     assert_refused(&r, 4401, "UNAUTHORIZED", "refresh", None);
+}
+
+/// A refused client that never closes its side keeps its pending place
+/// only until the server's 1 s deadline drops the socket.
+#[test]
+fn a_silent_refused_socket_is_dropped_within_a_second() {
+    let server = TestServer::start(&["--max-pending-connections", "2"]);
+    let mut silent = TcpStream::connect(server.addr()).expect("connect");
+    silent
+        .write_all(&Upgrade::get("/api/v1/ws/not-a-jwt?refusal=close").to_bytes())
+        .expect("write the upgrade");
+    let refused_at = Instant::now();
+    assert_eq!(
+        read_response(&mut silent, Duration::from_secs(5)).status,
+        101
+    );
+    // Within the deadline its place is taken: another refusal by close has
+    // no room and is answered over HTTP. (Only meaningful while well inside
+    // the second; a stalled test machine skips this half.)
+    let url = format!("ws://{}/api/v1/ws/not-a-jwt?refusal=close", server.addr());
+    let early = handshake_request(server.addr(), ws_request(&url, None));
+    if refused_at.elapsed() < Duration::from_millis(700) {
+        match early {
+            Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status().as_u16(), 401),
+            other => panic!(
+                "expected HTTP 401 while the place is held, got {:?}",
+                other.map(|_| ())
+            ),
+        }
+    }
+    // Then the deadline frees it, though the client still says nothing.
+    let freed = wait_until(Duration::from_secs(4), || {
+        handshake_request(server.addr(), ws_request(&url, None)).is_ok()
+    });
+    assert!(freed, "the silent refused socket kept its place");
+    assert!(
+        refused_at.elapsed() >= Duration::from_millis(900),
+        "freed before the deadline: {:?}",
+        refused_at.elapsed()
+    );
+    drop(silent);
 }
 
 #[test]
