@@ -100,6 +100,8 @@ impl Server {
             max_control_frames_per_second: config.max_control_frames_per_second,
             token_expiring_notice: config.timers.token_expiring_notice,
             token_refresh_grace: config.timers.token_refresh_grace,
+            max_connection_age: config.max_connection_age,
+            shutdown_reconnect_spread: config.shutdown_reconnect_spread,
             test_panic_user: config.test_shard_panic_user.clone(),
             history: history(&config, &metrics),
             resume_timeout: config.history.resume_timeout,
@@ -166,6 +168,7 @@ impl Server {
         }
         let gateway = Gateway::new(hub.clone());
         let connect_rate = crate::limits::ConnectRateLimiter::new(config.connection_rate_limit);
+        let pending = Arc::new(tokio::sync::Semaphore::new(config.max_pending_connections));
         let state = Arc::new(AppState {
             config: Arc::new(config),
             hub,
@@ -177,6 +180,8 @@ impl Server {
             shutdown,
             echo_connections: Default::default(),
             connect_rate,
+            pending,
+            refusal_ids: Default::default(),
         });
         if let Some(tls) = &tls {
             tls.reload_on_sighup(&state.tracker, state.shutdown.clone())

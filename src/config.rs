@@ -32,6 +32,15 @@ fn duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("`{s}` is not a duration like 500ms, 30s, 2m, 1h ({e})"))
 }
 
+/// `--refusal-mode`: how a refused (valid) upgrade is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RefusalMode {
+    /// v1: a 401 / 429 / 503 HTTP answer.
+    Http,
+    /// Accept, send one `error`, close with 4401 / 4429 / 4503.
+    Close,
+}
+
 /// `--log-format`: how tracing writes to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -228,6 +237,21 @@ pub struct ServeArgs {
     /// A cached last value is dropped this long after it was stored.
     #[arg(long, env = "WSGATE_LAST_VALUE_TTL", default_value = "10m", value_parser = duration, value_name = "DURATION", help_heading = HISTORY)]
     pub last_value_ttl: Duration,
+    /// How refusals of a valid upgrade (401, 429, 503) are answered: `http`
+    /// as a plain HTTP status, or `close` by completing the upgrade, sending
+    /// one `error` and closing with 4401 / 4429 / 4503 (what a browser can
+    /// see). A client picks `close` for itself with `?refusal=close`.
+    #[arg(long, env = "WSGATE_REFUSAL_MODE", value_enum, default_value = "http", value_name = "MODE", help_heading = LIMITS)]
+    pub refusal_mode: RefusalMode,
+    /// 1001 shutdown closes advise each connection a `retry_after` drawn
+    /// uniformly from 0 to this, so clients do not all come back at once.
+    #[arg(long, env = "WSGATE_SHUTDOWN_RECONNECT_SPREAD", default_value = "5s", value_parser = duration, value_name = "DURATION", help_heading = TIMERS)]
+    pub shutdown_reconnect_spread: Duration,
+    /// Close a connection with 4009 after this long, each connection's age
+    /// drawn uniformly from 90-100 % of it, so load evens out after a
+    /// scale-out or a deploy (0s: never).
+    #[arg(long, env = "WSGATE_MAX_CONNECTION_AGE", default_value = "0s", value_parser = duration, value_name = "DURATION", help_heading = TIMERS)]
+    pub max_connection_age: Duration,
     /// Test only: allow the fault-injection flags below. Never in production.
     #[arg(long, env = "WSGATE_ENABLE_TEST_FAULTS", hide = true)]
     pub enable_test_faults: bool,
@@ -358,6 +382,11 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Ping/pong frames per second per connection; 0 means no cap.
     pub max_control_frames_per_second: u32,
+    pub refusal_mode: RefusalMode,
+    /// Upper bound of the `retry_after` advised by 1001 closes.
+    pub shutdown_reconnect_spread: Duration,
+    /// 4009 after 90-100 % of this; zero means never.
+    pub max_connection_age: Duration,
     /// Test-only fault injection: a shard panics registering this user.
     pub test_shard_panic_user: Option<String>,
     pub history: HistoryConfig,
@@ -525,6 +554,9 @@ impl Config {
             },
             shutdown_grace: Duration::from_secs(3),
             max_control_frames_per_second: args.max_control_frames_per_second,
+            refusal_mode: args.refusal_mode,
+            shutdown_reconnect_spread: args.shutdown_reconnect_spread,
+            max_connection_age: args.max_connection_age,
             test_shard_panic_user: args.test_shard_panic_user,
             history: history_config(
                 args.history_size,

@@ -5,6 +5,8 @@ mod support;
 
 #[path = "integration/cli.rs"]
 mod cli;
+#[path = "integration/closes.rs"]
+mod closes;
 #[path = "integration/conformance.rs"]
 mod conformance;
 #[path = "integration/console.rs"]

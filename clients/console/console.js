@@ -23,6 +23,7 @@ const ui = {
   state: $("#state"),
   connInfo: $("#conn-info"),
   closeInfo: $("#close-info"),
+  recentCloses: $("#recent-closes"),
   token: $("#token"),
   apiKey: $("#api-key"),
   connect: $("#connect"),
@@ -212,19 +213,22 @@ function connect() {
   let failed = 0;
   const showClose = () => {
     const parts = [];
-    if (lastOpenClose) parts.push(`last close: ${lastOpenClose.code}${lastOpenClose.reason ? " \u201c" + lastOpenClose.reason + "\u201d" : ""}`);
+    if (lastOpenClose) parts.push(`last close: ${lastOpenClose.code} ${describeClose(lastOpenClose)}`);
     if (failed) parts.push(`${failed} failed attempt${failed > 1 ? "s" : ""} since`);
     ui.closeInfo.textContent = parts.join(" \u00b7 ");
     ui.closeInfo.dataset.code = lastOpenClose ? String(lastOpenClose.code) : "";
   };
-  client.on("closed", (d) => {
+  const closedOrGaveUp = (d) => {
     if (consoleState.client !== client) return;
+    recordClose(d);
     if (d.opened || d.byClient) {
       lastOpenClose = d;
       failed = 0;
     } else failed++;
     showClose();
-  });
+  };
+  client.on("closed", closedOrGaveUp);
+  client.on("giveup", closedOrGaveUp);
   client.on("open", () => {
     failed = 0;
     showClose();
@@ -244,6 +248,32 @@ function connect() {
   client.connect();
   if (wanted.length) client.subscribe(wanted).catch((e) => log("local", "subscribe failed", `${e.code} ${e.message}`));
   renderSubscriptions();
+}
+
+const RECENT_CLOSES = 10;
+
+/** A close as the gateway explained it: its JSON reason's code and retry advice (SPEC-v2 section 6). */
+function describeClose(d) {
+  const a = d.advice;
+  if (!a) return d.reason ? `\u201c${d.reason}\u201d` : "";
+  const extra = [a.retry];
+  if (typeof a.retry_after === "number") extra.push(`retry after ${a.retry_after} s`);
+  if (typeof a.dropped === "number") extra.push(`${a.dropped} dropped`);
+  if (d.refusal && d.refusal.message) extra.push(d.refusal.message);
+  return `${a.code} (${extra.join(", ")})`;
+}
+
+/** The closes of this tab's connections, newest first, each with its reason. */
+function recordClose(d) {
+  if (!ui.recentCloses) return;
+  const item = el(
+    "li",
+    { "data-code": String(d.code) },
+    el("span", { class: "muted", text: new Date().toLocaleTimeString() }),
+    document.createTextNode(` ${d.code} ${describeClose(d)}${d.willReconnect ? "" : " \u00b7 not reconnecting"}`),
+  );
+  ui.recentCloses.prepend(item);
+  while (ui.recentCloses.children.length > RECENT_CLOSES) ui.recentCloses.lastChild.remove();
 }
 
 function disconnect() {

@@ -28,7 +28,25 @@ export const CloseCode: Readonly<{
   TOKEN_EXPIRED: 4001;
   DISCONNECTED_BY_SERVER: 4003;
   SLOW_CONSUMER: 4008;
+  CONNECTION_AGED: 4009;
+  UNAUTHORIZED: 4401;
+  TOO_MANY_CONNECTIONS: 4429;
+  SERVER_AT_CAPACITY: 4503;
 }>;
+
+/** The retry advice a gateway close carries as its JSON reason (SPEC-v2 section 6). */
+export interface CloseAdvice {
+  /** e.g. SHUTDOWN, TOKEN_EXPIRED, SLOW_CONSUMER, UNAUTHORIZED */
+  code: string;
+  retry: "none" | "refresh" | "backoff" | "now";
+  /** seconds: at least this long before reconnecting */
+  retry_after?: number;
+  /** SLOW_CONSUMER: messages this connection lost */
+  dropped?: number;
+}
+
+/** The advice of a close reason, or null when the reason is not the gateway's JSON. */
+export function parseCloseReason(reason: string): CloseAdvice | null;
 
 export type ConnectionState = "idle" | "connecting" | "open" | "reconnecting" | "closed";
 
@@ -79,6 +97,10 @@ export interface CloseInfo {
   code: number;
   reason: string;
   wasClean: boolean;
+  /** the parsed reason of a gateway close; null for other closes (1006, an older gateway) */
+  advice?: CloseAdvice | null;
+  /** a refused upgrade (4401/4429/4503): the server's error data */
+  refusal?: { code: string; message: string; retry_after?: number } | null;
 }
 
 export interface ClosedDetail extends CloseInfo {
@@ -125,6 +147,8 @@ export interface WsgateClientOptions {
   maxFailedOpens?: number;
   /** reconnect even after a 4003 close (disconnected through the server API, or user deactivated). Default false */
   reconnectOnKick?: boolean;
+  /** "close" (default): ask with ?refusal=close for refusals as 4401/4429/4503 closes, which browsers can see; "http": v1 */
+  refusal?: "close" | "http";
   /** overrides the reconnect decision when it returns a boolean */
   shouldReconnect?: (info: CloseInfo & { opened: boolean; failedOpens: number }) => boolean | undefined;
   /** ms an attempt may take to open (default 10000) */

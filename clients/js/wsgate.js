@@ -24,7 +24,7 @@ export const SUBSCRIBABLE_EVENTS = Object.freeze([
   "file.ready",
 ]);
 
-/** Close codes the gateway uses (SPEC section 3). */
+/** Close codes the gateway uses (SPEC section 3, SPEC-v2 section 6). */
 export const CloseCode = Object.freeze({
   NORMAL: 1000,
   GOING_AWAY: 1001,
@@ -36,7 +36,28 @@ export const CloseCode = Object.freeze({
   TOKEN_EXPIRED: 4001,
   DISCONNECTED_BY_SERVER: 4003,
   SLOW_CONSUMER: 4008,
+  CONNECTION_AGED: 4009,
+  UNAUTHORIZED: 4401,
+  TOO_MANY_CONNECTIONS: 4429,
+  SERVER_AT_CAPACITY: 4503,
 });
+
+const RETRY_ADVICE = ["none", "refresh", "backoff", "now"];
+
+/**
+ * The retry advice of a gateway close: its reason is compact JSON
+ * `{"code", "retry", "retry_after"?, "dropped"?}` (SPEC-v2 section 6). Null for any other
+ * reason (an older gateway, a proxy, a close the client detected itself).
+ */
+export function parseCloseReason(reason) {
+  if (typeof reason !== "string" || !reason.startsWith("{")) return null;
+  try {
+    const r = JSON.parse(reason);
+    return r && typeof r.code === "string" && RETRY_ADVICE.includes(r.retry) ? r : null;
+  } catch {
+    return null;
+  }
+}
 
 /** Connection states, in the order a connection normally goes through them. */
 export const State = Object.freeze({
@@ -76,10 +97,11 @@ const DEFAULTS = {
   WebSocket: undefined,
   reconnect: true,
   backoffInitial: 500,
-  backoffMax: 30000,
+  backoffMax: 60000,
   backoffFactor: 2,
   maxFailedOpens: 8,
   reconnectOnKick: false,
+  refusal: "close", // "close": ask for refusals as 4401/4429/4503 closes a browser can see; "http": v1
   shouldReconnect: undefined,
   openTimeout: 10000,
   pingInterval: 25000,
@@ -140,6 +162,7 @@ export class WsgateClient {
     const o = this.options;
     if (o.deadTimeout === undefined) o.deadTimeout = o.pingInterval > 0 ? Math.round(o.pingInterval * 2.5) : 0;
     if (!["subprotocol", "query", "path"].includes(o.auth)) throw new TypeError(`wsgate: unknown auth mode ${o.auth}`);
+    if (!["close", "http"].includes(o.refusal)) throw new TypeError(`wsgate: unknown refusal mode ${o.refusal}`);
     endpointUrl(o.url); // throws now, not later inside a reconnect, when there is no usable URL
 
     /** seed-compatible: one handler per message type, called with (data, message) */
@@ -151,7 +174,9 @@ export class WsgateClient {
     this.state = State.IDLE;
     this.connectionId = null;
     this.userId = null;
-    /** {code, reason, wasClean} of the last socket close */
+    /** {code, reason, wasClean, advice, refusal} of the last socket close: `advice` is the parsed
+     * reason ({code, retry, retry_after?, dropped?}) or null, `refusal` the server's error
+     * ({code, message, retry_after?}) when the upgrade was refused by close */
     this.lastClose = null;
     /** round-trip time of the last application ping, in ms */
     this.latency = null;
@@ -173,6 +198,8 @@ export class WsgateClient {
     this._openedAt = 0;
     this._refreshing = null; // the in-band token refresh in flight, if any
     this._token = null; // the token the current connection holds (opened with, or refreshed to)
+    this._established = false; // connection.established seen on the current socket
+    this._refusal = null; // the `error` a refused socket got before its close
   }
 
   // ---------------------------------------------------------------- events
@@ -316,6 +343,9 @@ export class WsgateClient {
     else if (this.options.auth === "query") url += (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token);
     else url = url.replace(/\/?(\?|$)/, `/${encodeURIComponent(token)}$1`);
     if (this.options.getToken && this.options.refreshToken) url += (url.includes("?") ? "&" : "?") + "refresh=1";
+    if (this.options.refusal === "close") url += (url.includes("?") ? "&" : "?") + "refusal=close";
+    this._established = false;
+    this._refusal = null;
 
     let ws;
     try {
@@ -340,12 +370,12 @@ export class WsgateClient {
       opened = true;
       clearTimeout(this._timers.open);
       this._timers.open = null;
-      this._failedOpens = 0;
       this._openedAt = Date.now();
       this._setState(State.OPEN, { attempt: this._attempt });
       this._startKeepalive();
-      this._resubscribe();
-      this._flushQueue();
+      // A socket that may be a refusal (error, then 4401/4429/4503) gets nothing before the
+      // server has said connection.established.
+      if (this.options.refusal !== "close") this._accepted();
     };
     ws.onmessage = (ev) => {
       if (gen !== this._gen) return;
@@ -369,8 +399,18 @@ export class WsgateClient {
       if (gen !== this._gen) return;
       this._detach(ws);
       this._ws = null;
-      this._afterClose({ code: ev.code, reason: ev.reason || "", wasClean: !!ev.wasClean }, opened);
+      const reason = ev.reason || "";
+      const info = { code: ev.code, reason, wasClean: !!ev.wasClean, advice: parseCloseReason(reason), refusal: this._refusal };
+      // A socket refused by close opened, but never was a connection.
+      this._afterClose(info, opened && (this._established || this.options.refusal !== "close"));
     };
+  }
+
+  /** The server took the connection (an open socket, or connection.established when refusals close). */
+  _accepted() {
+    this._failedOpens = 0;
+    this._resubscribe();
+    this._flushQueue();
   }
 
   _detach(ws) {
@@ -421,7 +461,7 @@ export class WsgateClient {
       return;
     }
     this._emit("closed", detail); // a per-socket close while we go on reconnecting
-    const delay = this._backoff();
+    const delay = this._reconnectDelay(info, opened);
     this._setState(State.RECONNECTING, { delay, attempt: this._attempt, code: info.code, reason: info.reason });
     this._timers.reconnect = setTimeout(() => {
       this._timers.reconnect = null;
@@ -452,9 +492,33 @@ export class WsgateClient {
       const v = o.shouldReconnect({ ...info, opened, failedOpens: this._failedOpens });
       if (v === true || v === false) return v;
     }
+    const advice = info.advice;
     if (info.code === CloseCode.DISCONNECTED_BY_SERVER && !o.reconnectOnKick) return false;
+    if (advice && advice.retry === "none" && info.code !== CloseCode.DISCONNECTED_BY_SERVER) return false;
+    // A new token is the only way on; a fixed token would be refused the same way again.
+    if (advice && advice.retry === "refresh" && typeof o.getToken !== "function") return false;
     if (this._failedOpens >= o.maxFailedOpens) return false;
     return true;
+  }
+
+  /**
+   * What the close advised (SPEC-v2 section 6): `now` a random 0-1 s; `refresh` at once (a
+   * refusal chain backs off from its second refusal on); `backoff` at least `retry_after`
+   * (1 s if absent), then full jitter. Without advice, full jitter.
+   */
+  _reconnectDelay(info, opened) {
+    const advice = info.advice;
+    if (advice && advice.retry === "now") {
+      this._attempt = 0;
+      return Math.floor(this.options.random() * 1000);
+    }
+    if (advice && advice.retry === "refresh" && (opened || this._failedOpens <= 1)) return 0;
+    const jitter = this._backoff();
+    if (advice && advice.retry === "backoff") {
+      const floor = typeof advice.retry_after === "number" && advice.retry_after >= 0 ? advice.retry_after : 1;
+      return Math.max(Math.ceil(floor * 1000), jitter);
+    }
+    return jitter;
   }
 
   /** Full jitter: uniform in [0, min(max, initial * factor^attempt)]. */
@@ -511,8 +575,11 @@ export class WsgateClient {
     if (msg.type === "connection.established") {
       this.connectionId = data.connection_id ?? null;
       this.userId = data.user_id ?? null;
+      const first = !this._established;
+      this._established = true;
       this.tokenExpiresAt = data.expires_at ?? null;
       this._emit("established", data);
+      if (first && this.options.refusal === "close") this._accepted();
     } else if (msg.type === "token.expiring") {
       if (this.options.getToken && this.options.refreshToken) this.refreshToken().catch(() => {});
     } else if (msg.type === "pong" && data.pingId != null && this._pingIds.has(data.pingId)) {
@@ -531,6 +598,7 @@ export class WsgateClient {
       if (msg.type === "error") p.reject(new WsgateError(data.code || "ERROR", data.message, data, msg));
       else p.resolve(msg);
     } else if (msg.type === "error") {
+      if (!this._established && this.options.refusal === "close") this._refusal = { ...data };
       this._emit("error", new WsgateError(data.code || "ERROR", data.message, data, msg));
     }
 

@@ -41,17 +41,25 @@ impl Phase {
 impl Connection {
     /// Queues the close frame for `reason` after what is queued (for a slow
     /// consumer, instead of it: the frames not yet started are dropped and
-    /// counted). Called once the shard has moved the connection out of
-    /// `Open`.
+    /// counted, and their number joins the reason's `dropped`), and counts
+    /// it in `wsgate_closes_total`. Called once the shard has moved the
+    /// connection out of `Open`.
     pub fn send_close(&mut self, reason: CloseReason, metrics: &Metrics, dirty: &mut Vec<usize>) {
         debug_assert!(
             !self.is_open(),
             "the index moves a connection out of Open first"
         );
-        if reason == CloseReason::SlowConsumer {
-            let dropped = self.outbound.discard_unstarted();
-            metrics.dropped(DropReason::SlowConsumer, dropped as u64);
-        }
+        let reason = match reason {
+            CloseReason::SlowConsumer { dropped } => {
+                let discarded = self.outbound.discard_unstarted() as u64;
+                metrics.dropped(DropReason::SlowConsumer, discarded);
+                CloseReason::SlowConsumer {
+                    dropped: dropped + discarded,
+                }
+            }
+            other => other,
+        };
+        metrics.closed(reason.code());
         let mut io = BufferedIo::new(&[]);
         let _ = self.ws.close(&mut io, Some(reason.frame()));
         self.outbound

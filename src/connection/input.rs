@@ -118,7 +118,11 @@ impl Connection {
                 Ok(Message::Ping(_) | Message::Pong(_)) => {
                     self.control_frames = self.control_frames.saturating_add(1);
                     if control_cap != 0 && self.control_frames > control_cap {
-                        decoded.failure = Some(CloseReason::RateLimitAbuse);
+                        // The cap's window is one second: that is when
+                        // control frames are accepted again.
+                        decoded.failure = Some(CloseReason::RateLimitAbuse {
+                            retry_after_secs: 1,
+                        });
                         break;
                     }
                 }

@@ -135,12 +135,13 @@ impl Connection {
         } = cx.limiter.check(self.permit.user(), now)
         {
             cx.metrics.rate_limited();
-            let error = ProtocolError::rate_limited(retry_after_secs(retry_after));
+            let retry_after_secs = retry_after_secs(retry_after);
+            let error = ProtocolError::rate_limited(retry_after_secs);
             let overflowed =
                 self.reply(server::error(cx.ids, &error, reply_to), OutKind::Error, cx);
             let then = abusive.then(|| {
                 tracing::info!(shard = self.id.shard(), user = %self.user(), "closing a connection that keeps flooding");
-                Then::Close(CloseReason::RateLimitAbuse)
+                Then::Close(CloseReason::RateLimitAbuse { retry_after_secs })
             });
             return Handled { overflowed, then };
         }

@@ -7,8 +7,8 @@
 //! - `message`: one data message → echo, or rate limit → parse →
 //!   [`dispatch`] → reply, plus what only the shard can do ([`Then`]);
 //! - `closing`: the close frame, its reason and the `Closing` phase;
-//! - `timers`: this connection's deadlines (4000, 4001, heartbeat) and its
-//!   token's (`token.expiring`, SPEC-v2 §3);
+//! - `timers`: this connection's deadlines (4000, 4001, 4009, heartbeat) and
+//!   its token's (`token.expiring`, SPEC-v2 §3);
 //! - `recovery`: the `resume=1` hold, `resume` and positioned `subscribe`
 //!   answered from history, and the per-stream skip rule (SPEC-v2 §2);
 //! - [`outbound`]: the byte-budgeted queue and its flush (`send`/`sendmsg`).
@@ -42,7 +42,7 @@ pub use closing::{fails_connection, CLOSE_GRACE};
 pub use input::Decrypted;
 pub use message::{Context, Then};
 pub use outbound::{Chunk, Outbound, Overflow, SocketSender};
-pub use timers::{Due, TokenTimer};
+pub use timers::{draw_age, Due, TokenTimer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -103,6 +103,8 @@ pub struct Connection {
     last_ping: Instant,
     /// The current token's `exp` and `token.expiring` state (4001).
     token: TokenTimer,
+    /// When `--max-connection-age` closes it with 4009 (none: never).
+    aged_at: Option<Instant>,
     messages_in: u64,
     messages_out: u64,
     /// Ping and pong frames from the client in the current one-second
@@ -142,6 +144,7 @@ impl Connection {
             last_seen: now,
             last_ping: now,
             token,
+            aged_at: None,
             messages_in: 0,
             messages_out: 0,
             control_frames: 0,

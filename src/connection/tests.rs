@@ -220,7 +220,12 @@ fn answers_pings_itself_and_caps_control_frames() {
     assert_eq!(h.receive(1), vec![Message::Pong(b"a".to_vec().into())]);
     let pings = (0..3).map(|_| Message::Ping(Vec::new().into())).collect();
     let (decoded, _) = h.feed(pings);
-    assert_eq!(decoded.failure, Some(CloseReason::RateLimitAbuse));
+    assert_eq!(
+        decoded.failure,
+        Some(CloseReason::RateLimitAbuse {
+            retry_after_secs: 1
+        })
+    );
 }
 
 #[test]
@@ -234,7 +239,12 @@ fn rate_limited_messages_get_an_error_and_abuse_asks_for_a_close() {
     assert_eq!(json(&received[1])["data"]["code"], "RATE_LIMIT_EXCEEDED");
     let closes = (0..20)
         .flat_map(|_| h.feed(vec![ping()]).1)
-        .filter(|handled| matches!(handled.then, Some(Then::Close(CloseReason::RateLimitAbuse))))
+        .filter(|handled| {
+            matches!(
+                handled.then,
+                Some(Then::Close(CloseReason::RateLimitAbuse { .. }))
+            )
+        })
         .count();
     assert!(closes > 0, "a client that keeps flooding is closed");
 }
@@ -248,9 +258,12 @@ fn a_slow_consumer_close_replaces_what_is_queued() {
             .queue(Chunk::Shared(frame.clone()), 1 << 20, &mut h.dirty)
             .expect("fits");
     }
-    h.conn.phase = Phase::closing(fails_connection(CloseReason::SlowConsumer));
-    h.conn
-        .send_close(CloseReason::SlowConsumer, &h.metrics, &mut h.dirty);
+    h.conn.phase = Phase::closing(fails_connection(CloseReason::SlowConsumer { dropped: 0 }));
+    h.conn.send_close(
+        CloseReason::SlowConsumer { dropped: 0 },
+        &h.metrics,
+        &mut h.dirty,
+    );
     assert!(h
         .metrics
         .render()
@@ -260,6 +273,10 @@ fn a_slow_consumer_close_replaces_what_is_queued() {
         panic!("expected a close frame, got {received:?}");
     };
     assert_eq!(close.code, CloseCode::from(4008));
+    assert_eq!(
+        close.reason.as_str(),
+        r#"{"code":"SLOW_CONSUMER","retry":"backoff","dropped":3}"#
+    );
 }
 
 #[test]

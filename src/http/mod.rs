@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod console;
+mod refusal;
 pub mod response;
 pub mod uri;
 pub mod ws_route;
@@ -45,6 +46,12 @@ pub struct AppState {
     pub echo_connections: std::sync::atomic::AtomicU64,
     /// `--connection-rate-limit`, when set.
     pub connect_rate: Option<crate::limits::ConnectRateLimiter>,
+    /// The places of `--max-pending-connections`: held by each connection
+    /// not upgraded yet, and by each accept-then-close refusal until it is
+    /// gone.
+    pub pending: Arc<tokio::sync::Semaphore>,
+    /// Ids of the `error` messages sent to accept-then-close refusals.
+    pub refusal_ids: crate::protocol::MessageIds,
 }
 
 /// Answers one request from `peer` (the TCP source address).

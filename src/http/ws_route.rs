@@ -1,9 +1,11 @@
 //! `GET /api/v1/ws[/{token}]`: the four token forms → auth → admission →
 //! 101 → hand the raw socket to its shard.
 //!
-//! Every refusal happens here, before the upgrade, as plain HTTP with a
-//! JSON body. After the 101 the connection belongs to the hub; this module
-//! keeps nothing. Tokens are never logged.
+//! Every refusal is decided here, before the upgrade: as plain HTTP with a
+//! JSON body, or, in accept-then-close mode (`--refusal-mode close`,
+//! `?refusal=close`), handed to [`super::refusal`]. After the 101 the
+//! connection belongs to the hub; this module keeps nothing. Tokens are
+//! never logged.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,8 +20,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::response::{ApiError, Response, RETRY_CAPACITY_SECS};
-use super::{uri, AppState};
+use super::{refusal, uri, AppState};
 use crate::auth::{bearer_token, AuthError};
+use crate::config::RefusalMode;
 use crate::hub::command::NewConnection;
 use crate::limits::AdmissionError;
 use crate::metrics::RefusalReason;
@@ -37,18 +40,71 @@ pub async fn handle(
     mut request: Request<Incoming>,
     path_token: Option<String>,
 ) -> Response {
-    let admitted = match check(state, peer, &request, path_token) {
+    let prepared = upgrade::check_request(request.method(), request.headers())
+        .map_err(|e| (RefusalReason::BadRequest, e.into()))
+        .and_then(|accept| Ok((accept, refusal_by_close(state, &request)?)));
+    let (accept, by_close) = match prepared {
+        Ok(prepared) => prepared,
+        Err((reason, error)) => return refuse(state, reason, error),
+    };
+    let admitted = match check(state, peer, &request, path_token, accept.clone()) {
         Ok(checked) => admit(state, checked).await,
         Err(refusal) => Err(refusal),
     };
     match admitted {
         Ok(admitted) => upgrade(state, &mut request, admitted, false),
         Err((reason, error)) => {
-            state.metrics.refused(reason);
-            tracing::debug!(code = error.code.as_str(), detail = %error.detail, "handshake refused");
-            error.into_closing_response()
+            if let Some(close) = refusal::close_reason(&error).filter(|_| by_close) {
+                let subprotocol = offers_subprotocol(&request);
+                if let Some(response) = refusal::accept_then_close(
+                    state,
+                    &mut request,
+                    accept,
+                    subprotocol,
+                    &error,
+                    close,
+                ) {
+                    state.metrics.refused(reason);
+                    tracing::debug!(code = error.code.as_str(), detail = %error.detail, "handshake refused by close");
+                    return response;
+                }
+            }
+            refuse(state, reason, error)
         }
     }
+}
+
+fn refuse(state: &AppState, reason: RefusalReason, error: ApiError) -> Response {
+    state.metrics.refused(reason);
+    tracing::debug!(code = error.code.as_str(), detail = %error.detail, "handshake refused");
+    error.into_closing_response()
+}
+
+/// Whether refusals of this request are accept-then-close: the server's
+/// `--refusal-mode`, or the request's `?refusal=close`. `refusal=http`
+/// is accepted and leaves the server's mode; any other value is a 400.
+fn refusal_by_close(state: &AppState, request: &Request<Incoming>) -> Result<bool, Refusal> {
+    let asked = uri::query_param(request.uri().query(), "refusal").map_err(|e| {
+        (
+            RefusalReason::BadRequest,
+            ApiError::bad_request(format!("`refusal`: {e}")),
+        )
+    })?;
+    let by_request = match asked.as_deref() {
+        None | Some("http") => false,
+        Some("close") => true,
+        Some(_) => {
+            return Err((
+                RefusalReason::BadRequest,
+                ApiError::bad_request("`refusal` must be `http` or `close`"),
+            ))
+        }
+    };
+    Ok(by_request || state.config.refusal_mode == RefusalMode::Close)
+}
+
+fn offers_subprotocol(request: &Request<Incoming>) -> bool {
+    offered_protocols(request.headers()).any(|p| p == SUBPROTOCOL)
 }
 
 struct Admitted {
@@ -116,9 +172,8 @@ fn check(
     peer: SocketAddr,
     request: &Request<Incoming>,
     path_token: Option<String>,
+    accept: HeaderValue,
 ) -> Result<Checked, Refusal> {
-    let accept = upgrade::check_request(request.method(), request.headers())
-        .map_err(|e| (RefusalReason::BadRequest, e.into()))?;
     // Cheapest refusal first: a reconnect storm costs no signature check.
     if let Some(limiter) = &state.connect_rate {
         if !limiter.try_acquire(peer.ip(), Instant::now()) {
@@ -148,7 +203,7 @@ fn check(
             return Err(refusal);
         }
     };
-    let subprotocol = offered_protocols(request.headers()).any(|p| p == SUBPROTOCOL);
+    let subprotocol = offers_subprotocol(request);
     Ok(Checked {
         accept,
         subprotocol,
@@ -298,13 +353,18 @@ fn upgrade(
             tracing::debug!("shard gone during shutdown; connection dropped");
         }
     });
+    switching_protocols(admitted.accept, admitted.subprotocol)
+}
+
+/// The 101 answer, with `wsgate.v1` when the client offered it.
+pub(super) fn switching_protocols(accept: HeaderValue, subprotocol: bool) -> Response {
     let mut response = hyper::Response::new(Default::default());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
     headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-    headers.insert(SEC_WEBSOCKET_ACCEPT, admitted.accept);
-    if admitted.subprotocol {
+    headers.insert(SEC_WEBSOCKET_ACCEPT, accept);
+    if subprotocol {
         headers.insert(
             SEC_WEBSOCKET_PROTOCOL,
             HeaderValue::from_static(SUBPROTOCOL),

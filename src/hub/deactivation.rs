@@ -4,7 +4,7 @@
 //!
 //! Deactivating refuses the user's new handshakes first (so none slips in
 //! after the close), then tells the other nodes, then closes the user's
-//! connections here with 4003; a connection whose upgrade raced it is
+//! connections here with 4003 (`USER_INACTIVE`); a connection whose upgrade raced it is
 //! closed by its shard when it registers ([`ConnectionPermit::user_inactive`]).
 //! The set itself lives in [`Admission`], which checks it at every
 //! handshake; in cluster mode it is also in Redis, where the admission
@@ -26,7 +26,7 @@ impl Hub {
     pub async fn deactivate_user(&self, user: &str) -> Result<usize, ShardGone> {
         self.admission.deactivate(user);
         self.backplane.user_deactivated(user);
-        self.disconnect_user(user, CloseReason::Disconnected).await
+        self.disconnect_user(user, CloseReason::UserInactive).await
     }
 
     /// Accepts the user's handshakes again, on every node in cluster mode.
@@ -38,7 +38,7 @@ impl Hub {
     /// Another node deactivated `user`: the same, on this node only.
     pub(super) async fn deactivated_elsewhere(&self, user: &str) -> usize {
         self.admission.deactivate(user);
-        self.disconnect_user(user, CloseReason::Disconnected)
+        self.disconnect_user(user, CloseReason::UserInactive)
             .await
             .unwrap_or(0)
     }
@@ -51,7 +51,7 @@ impl Hub {
     /// adds are disconnected here.
     pub(super) async fn adopt_cluster_inactive(&self, users: HashSet<String>) {
         for user in self.admission.replace_inactive(users) {
-            let _ = self.disconnect_user(&user, CloseReason::Disconnected).await;
+            let _ = self.disconnect_user(&user, CloseReason::UserInactive).await;
         }
     }
 
@@ -99,6 +99,8 @@ mod tests {
             max_control_frames_per_second: 100,
             token_expiring_notice: Duration::from_secs(60),
             token_refresh_grace: Duration::ZERO,
+            max_connection_age: Duration::ZERO,
+            shutdown_reconnect_spread: Duration::from_secs(5),
             test_panic_user: None,
             history: crate::history::History::Disabled,
             resume_timeout: Duration::from_secs(5),

@@ -379,6 +379,97 @@ impl EpochCause {
     }
 }
 
+/// The close codes of the closes the server starts, as in
+/// `wsgate_closes_total{code}` (the numeric code: what browsers and logs
+/// show; the two kinds of 4003 share it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClosedCode {
+    Normal,
+    GoingAway,
+    ProtocolError,
+    InvalidPayload,
+    PolicyViolation,
+    MessageTooBig,
+    InternalError,
+    ConnectionTimeout,
+    TokenExpired,
+    Disconnected,
+    SlowConsumer,
+    ConnectionAged,
+    Unauthorized,
+    TooManyConnections,
+    ServerAtCapacity,
+}
+
+impl ClosedCode {
+    pub const ALL: [ClosedCode; 15] = [
+        ClosedCode::Normal,
+        ClosedCode::GoingAway,
+        ClosedCode::ProtocolError,
+        ClosedCode::InvalidPayload,
+        ClosedCode::PolicyViolation,
+        ClosedCode::MessageTooBig,
+        ClosedCode::InternalError,
+        ClosedCode::ConnectionTimeout,
+        ClosedCode::TokenExpired,
+        ClosedCode::Disconnected,
+        ClosedCode::SlowConsumer,
+        ClosedCode::ConnectionAged,
+        ClosedCode::Unauthorized,
+        ClosedCode::TooManyConnections,
+        ClosedCode::ServerAtCapacity,
+    ];
+
+    /// The label of a close code the server sends; `None` for any other.
+    pub fn of(code: u16) -> Option<ClosedCode> {
+        ClosedCode::ALL.into_iter().find(|c| c.code() == code)
+    }
+
+    fn code(self) -> u16 {
+        match self {
+            ClosedCode::Normal => 1000,
+            ClosedCode::GoingAway => 1001,
+            ClosedCode::ProtocolError => 1002,
+            ClosedCode::InvalidPayload => 1007,
+            ClosedCode::PolicyViolation => 1008,
+            ClosedCode::MessageTooBig => 1009,
+            ClosedCode::InternalError => 1011,
+            ClosedCode::ConnectionTimeout => 4000,
+            ClosedCode::TokenExpired => 4001,
+            ClosedCode::Disconnected => 4003,
+            ClosedCode::SlowConsumer => 4008,
+            ClosedCode::ConnectionAged => 4009,
+            ClosedCode::Unauthorized => 4401,
+            ClosedCode::TooManyConnections => 4429,
+            ClosedCode::ServerAtCapacity => 4503,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ClosedCode::Normal => "1000",
+            ClosedCode::GoingAway => "1001",
+            ClosedCode::ProtocolError => "1002",
+            ClosedCode::InvalidPayload => "1007",
+            ClosedCode::PolicyViolation => "1008",
+            ClosedCode::MessageTooBig => "1009",
+            ClosedCode::InternalError => "1011",
+            ClosedCode::ConnectionTimeout => "4000",
+            ClosedCode::TokenExpired => "4001",
+            ClosedCode::Disconnected => "4003",
+            ClosedCode::SlowConsumer => "4008",
+            ClosedCode::ConnectionAged => "4009",
+            ClosedCode::Unauthorized => "4401",
+            ClosedCode::TooManyConnections => "4429",
+            ClosedCode::ServerAtCapacity => "4503",
+        }
+    }
+
+    pub(super) fn index(self) -> usize {
+        self as usize
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,6 +509,11 @@ mod tests {
             RecoveryResult::label,
         );
         check(&EpochCause::ALL, EpochCause::index, EpochCause::label);
+        check(&ClosedCode::ALL, ClosedCode::index, ClosedCode::label);
+        for code in ClosedCode::ALL {
+            assert_eq!(code.label(), code.code().to_string());
+            assert_eq!(ClosedCode::of(code.code()), Some(code));
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 pub use labels::{
-    AppendKind, DropReason, EpochCause, InKind, OutKind, RecoveryResult, RefreshResult,
+    AppendKind, ClosedCode, DropReason, EpochCause, InKind, OutKind, RecoveryResult, RefreshResult,
     RefusalReason,
 };
 
@@ -31,6 +31,7 @@ pub struct Metrics {
     rate_limited: AtomicU64,
     refused: [AtomicU64; RefusalReason::ALL.len()],
     dropped: [AtomicU64; DropReason::ALL.len()],
+    closes: [AtomicU64; ClosedCode::ALL.len()],
     webhook_attempts_failed: AtomicU64,
     token_expiring_sent: AtomicU64,
     token_refresh: [AtomicU64; RefreshResult::ALL.len()],
@@ -79,6 +80,7 @@ impl Default for Metrics {
             rate_limited: AtomicU64::new(0),
             refused: Default::default(),
             dropped: Default::default(),
+            closes: Default::default(),
             webhook_attempts_failed: AtomicU64::new(0),
             token_expiring_sent: AtomicU64::new(0),
             token_refresh: Default::default(),
@@ -116,6 +118,16 @@ impl Metrics {
     }
     pub fn dropped(&self, reason: DropReason, count: u64) {
         self.dropped[reason.index()].fetch_add(count, Relaxed);
+    }
+    /// A close the server started (a close frame queued, or a refusal
+    /// closed after its upgrade), by close code.
+    pub fn closed(&self, code: u16) {
+        match ClosedCode::of(code) {
+            Some(code) => {
+                self.closes[code.index()].fetch_add(1, Relaxed);
+            }
+            None => debug_assert!(false, "close code {code} has no label"),
+        }
     }
     /// One failed webhook attempt (a retry may still deliver the call).
     pub fn webhook_attempt_failed(&self) {
@@ -214,6 +226,7 @@ mod tests {
         m.messages_out(OutKind::Event(Event::FileReady), 3);
         m.refused(RefusalReason::Unauthorized);
         m.rate_limited();
+        m.closed(4008);
         m.observe_fanout(Duration::from_micros(80));
         m.observe_fanout(Duration::from_millis(3));
         let text = m.render();
@@ -223,6 +236,7 @@ mod tests {
         assert!(text.contains("wsgate_messages_out_total{type=\"file.ready\"} 3\n"));
         assert!(text.contains("wsgate_upgrades_refused_total{reason=\"unauthorized\"} 1\n"));
         assert!(text.contains("wsgate_messages_dropped_total{reason=\"rate_limited\"} 1\n"));
+        assert!(text.contains("wsgate_closes_total{code=\"4008\"} 1\n"));
         assert!(text.contains("wsgate_fanout_seconds_bucket{le=\"0.0001\"} 1\n"));
         assert!(text.contains("wsgate_fanout_seconds_bucket{le=\"0.005\"} 2\n"));
         assert!(text.contains("wsgate_fanout_seconds_count 2\n"));

@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::{
-    AppendKind, DropReason, EpochCause, InKind, Metrics, OutKind, RecoveryResult, RefreshResult,
-    RefusalReason, FANOUT_BUCKETS,
+    AppendKind, ClosedCode, DropReason, EpochCause, InKind, Metrics, OutKind, RecoveryResult,
+    RefreshResult, RefusalReason, FANOUT_BUCKETS,
 };
 
 impl Metrics {
@@ -92,6 +92,20 @@ impl Metrics {
                 "wsgate_messages_dropped_total{{reason=\"{}\"}} {}",
                 reason.label(),
                 self.dropped[reason.index()].load(Relaxed)
+            )?;
+        }
+
+        writeln!(
+            out,
+            "# HELP wsgate_closes_total WebSocket closes the server started, by close code."
+        )?;
+        writeln!(out, "# TYPE wsgate_closes_total counter")?;
+        for code in ClosedCode::ALL {
+            writeln!(
+                out,
+                "wsgate_closes_total{{code=\"{}\"}} {}",
+                code.label(),
+                self.closes[code.index()].load(Relaxed)
             )?;
         }
 

@@ -7,6 +7,8 @@
 //! `--max-pending-connections`: past it a new connection is accepted and
 //! closed at once, so the kernel backlog keeps draining and the refusal is
 //! counted. `--header-read-timeout` bounds how long each may stay idle.
+//! (Accept-then-close refusals hold a place of that cap too, after their
+//! upgrade: see `http::refusal`.)
 //!
 //! It stops accepting when shutdown is signalled and asks open HTTP
 //! connections to finish gracefully. Upgraded WebSockets are not its
@@ -21,7 +23,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -54,7 +56,7 @@ pub async fn accept_loop(
     tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {
-    let pending = Arc::new(Semaphore::new(state.config.max_pending_connections));
+    let pending = state.pending.clone();
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,

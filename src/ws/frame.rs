@@ -62,6 +62,19 @@ pub fn payload_len(frame: &[u8]) -> usize {
     frame.len().saturating_sub(header)
 }
 
+/// A Close frame with `code` and `reason` (at most 123 bytes, longer is
+/// cut: a control payload is at most 125 bytes), for sockets written
+/// without a tungstenite context (accept-then-close refusals).
+pub fn close_frame(code: u16, reason: &str) -> Vec<u8> {
+    let reason = &reason.as_bytes()[..reason.len().min(123)];
+    let mut frame = Vec::with_capacity(4 + reason.len());
+    frame.push(0x88);
+    frame.push((2 + reason.len()) as u8);
+    frame.extend_from_slice(&code.to_be_bytes());
+    frame.extend_from_slice(reason);
+    frame
+}
+
 /// A WebSocket Ping with an empty payload, shared by every heartbeat.
 pub fn ping_frame() -> Arc<[u8]> {
     Arc::from(&[0x89u8, 0x00][..])
@@ -71,6 +84,7 @@ pub fn ping_frame() -> Arc<[u8]> {
 mod tests {
     use super::*;
     use std::io::Cursor;
+    use tungstenite::protocol::frame::coding::Control;
 
     fn parse(frame: &[u8]) -> (FrameHeader, u64, usize) {
         let mut cursor = Cursor::new(frame);
@@ -78,6 +92,17 @@ mod tests {
             .expect("valid header")
             .expect("complete header");
         (header, len, cursor.position() as usize)
+    }
+
+    #[test]
+    fn close_frames_parse_with_code_and_reason() {
+        let bytes = close_frame(4429, r#"{"code":"X"}"#);
+        let (header, len, header_len) = parse(&bytes);
+        assert_eq!(header.opcode, OpCode::Control(Control::Close));
+        assert!(header.is_final && header.mask.is_none());
+        assert_eq!(len as usize, bytes.len() - header_len);
+        assert_eq!(&bytes[header_len..header_len + 2], &4429u16.to_be_bytes());
+        assert_eq!(&bytes[header_len + 2..], br#"{"code":"X"}"#);
     }
 
     #[test]

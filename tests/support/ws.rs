@@ -100,6 +100,15 @@ pub fn handshake_with_query(
         }
         _ => {}
     }
+    handshake_request(addr, req)
+}
+
+/// Performs the handshake of a request built by the caller (any URL,
+/// query and headers).
+pub fn handshake_request(
+    addr: SocketAddr,
+    req: tungstenite::handshake::client::Request,
+) -> Result<(WebSocket<TcpStream>, Response), WsError> {
     let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;

@@ -105,7 +105,7 @@ describe("against a running wsgate", () => {
     client.connect();
     await client.once("established");
     assert.equal(made.length, 1);
-    assert.equal(made[0].url, `${server.wsUrl}/api/v1/ws`);
+    assert.equal(made[0].url, `${server.wsUrl}/api/v1/ws?refusal=close`);
     assert.deepEqual(made[0].protocols, ["wsgate.v1", `bearer.${token}`]);
   });
 
@@ -199,7 +199,8 @@ describe("against a running wsgate", () => {
 
   test("with reconnectOnKick, a deactivated user's refusals stop after maxFailedOpens", async (t) => {
     const user = uniqueUser("deact2");
-    const client = makeClient(t, server, { token: mintToken(user), reconnectOnKick: true, maxFailedOpens: 3, backoffInitial: 20, backoffMax: 50 });
+    // getToken: a refusal (4401, retry "refresh") is retried only with a token to refresh.
+    const client = makeClient(t, server, { getToken: () => mintToken(user), reconnectOnKick: true, maxFailedOpens: 3, backoffInitial: 20, backoffMax: 50 });
     client.connect();
     await client.once("established");
     const giveup = client.once("giveup");

@@ -273,6 +273,10 @@ describe("operator console in Chromium", () => {
     await page.waitForSelector('.progress[data-id="up-42"][data-progress="88"]');
     const closeInfo = await page.textContent("#close-info");
     assert.match(closeInfo, /1001/, `close code shown: ${closeInfo}`);
+    // The close's JSON reason, as the gateway explained it (SPEC-v2 section 6).
+    assert.match(closeInfo, /1001 SHUTDOWN \(backoff, retry after [\d.]+ s\)/, `close reason shown: ${closeInfo}`);
+    const recent = await page.textContent('#recent-closes li[data-code="1001"]');
+    assert.match(recent, /SHUTDOWN \(backoff/, `recent closes: ${recent}`);
     await api(server, "POST", "/api/v1/events", { type: "upload.progress", data: { upload_id: "up-42", progress: 42 } });
     await page.waitForSelector('.progress[data-id="up-42"][data-progress="42"]');
   });

@@ -161,7 +161,7 @@ impl Shard {
                 .dropped(DropReason::SlowConsumer, overflowed.len() as u64);
         }
         for key in overflowed {
-            self.close(key, CloseReason::SlowConsumer);
+            self.close(key, CloseReason::SlowConsumer { dropped: 1 });
         }
         self.metrics.messages_out(delivery.kind, delivered as u64);
         if let Some(report) = delivery.report {

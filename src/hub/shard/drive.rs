@@ -116,7 +116,8 @@ impl Shard {
         let mut inbox = std::mem::take(&mut self.inbox);
         let decoded = conn.decode(bytes, now, &self.limits, &mut inbox, &mut self.dirty);
         if decoded.overflowed {
-            self.close(key, CloseReason::SlowConsumer);
+            // tungstenite's control replies overflowed: no message lost yet.
+            self.close(key, CloseReason::SlowConsumer { dropped: 0 });
         }
         for message in inbox.drain(..) {
             self.handle_message(key, message, now, read_at_ms);
@@ -227,7 +228,7 @@ impl Shard {
     /// the ones discarded, and the connection is closed with 4008.
     pub(super) fn overflowed(&mut self, key: usize) {
         self.metrics.dropped(DropReason::SlowConsumer, 1);
-        self.close(key, CloseReason::SlowConsumer);
+        self.close(key, CloseReason::SlowConsumer { dropped: 1 });
     }
 
     /// Drops a connection; messages still queued for it are counted as

@@ -81,6 +81,11 @@ pub struct ShardSettings {
     pub token_expiring_notice: Duration,
     /// `--token-refresh-grace`: past `exp` + leeway before the 4001.
     pub token_refresh_grace: Duration,
+    /// `--max-connection-age` (zero: off).
+    pub max_connection_age: Duration,
+    /// `--shutdown-reconnect-spread`: the 1001 `retry_after` is drawn
+    /// from 0 to this.
+    pub shutdown_reconnect_spread: Duration,
     /// Test-only fault injection (`--test-shard-panic-user`): registering
     /// this user's connection panics the shard.
     pub test_panic_user: Option<String>,
@@ -91,7 +96,12 @@ pub struct ShardSettings {
 
 impl ShardSettings {
     fn tick(&self) -> Duration {
-        let shortest = self.heartbeat_interval.min(self.connection_timeout);
+        let mut shortest = self.heartbeat_interval.min(self.connection_timeout);
+        // The ages are spread over the last 10 % of the flag: a coarser
+        // sweep would close them in lumps.
+        if !self.max_connection_age.is_zero() {
+            shortest = shortest.min(self.max_connection_age / 10);
+        }
         (shortest / 4).clamp(Duration::from_millis(5), Duration::from_millis(500))
     }
 
@@ -467,13 +477,16 @@ impl Shard {
         if new.resume {
             conn.hold(Instant::now() + self.limits.resume_timeout);
         }
+        if let Some(age) = connection::draw_age(self.settings.max_connection_age) {
+            conn.age_out_after(age);
+        }
         self.indexes.insert(key, conn);
         self.metrics.connection_opened();
         self.publish_stats();
         tracing::debug!(shard = self.index, connection = %id, user = %user, "connection registered");
         if deactivated {
             tracing::debug!(shard = self.index, connection = %id, "user deactivated during the upgrade");
-            self.close(key, CloseReason::Disconnected);
+            self.close(key, CloseReason::UserInactive);
             return;
         }
         let mut cx = connection::Context {
@@ -520,10 +533,17 @@ mod tests {
             max_control_frames_per_second: 100,
             token_expiring_notice: Duration::from_secs(60),
             token_refresh_grace: Duration::ZERO,
+            max_connection_age: Duration::ZERO,
+            shutdown_reconnect_spread: Duration::from_secs(5),
             test_panic_user: None,
             history: History::Disabled,
             resume_timeout: Duration::from_secs(5),
         };
         assert_eq!(settings.tick(), Duration::from_millis(50));
+        let aged = ShardSettings {
+            max_connection_age: Duration::from_secs(1),
+            ..settings
+        };
+        assert_eq!(aged.tick(), Duration::from_millis(25));
     }
 }

@@ -12,6 +12,8 @@
 
 use std::time::{Duration, Instant};
 
+use rand::Rng;
+
 use super::{Drain, Shard, DRAIN_STEP};
 use crate::connection::{Context, Due, CLOSE_GRACE};
 use crate::metrics::DropReason;
@@ -81,8 +83,9 @@ impl Shard {
     }
 
     /// Starts the drain: connections are closed with 1001 in batches
-    /// spread over `drain`, so clients don't all reconnect (elsewhere) at
-    /// the same instant; the shard stops `grace` after the last batch.
+    /// spread over `drain`, each advised its own `retry_after` (up to
+    /// `--shutdown-reconnect-spread`), so clients don't all reconnect
+    /// (elsewhere) at the same instant; the shard stops `grace` after the last batch.
     pub(super) fn begin_shutdown(&mut self, drain: Duration, grace: Duration) {
         let now = Instant::now();
         let keys: Vec<usize> = self.connections.iter().map(|(k, _)| k).collect();
@@ -110,8 +113,13 @@ impl Shard {
             self.drain = None;
         }
         let deadline = self.shutdown_deadline.unwrap_or(now + CLOSE_GRACE);
+        let spread_ms = self.settings.shutdown_reconnect_spread.as_millis() as u64;
+        let mut rng = rand::thread_rng();
         for key in batch {
-            self.close(key, CloseReason::ShuttingDown);
+            // Each connection its own advice, so the reconnects spread out
+            // even where a batch closed many connections at once.
+            let retry_after_ms = rng.gen_range(0..=spread_ms);
+            self.close(key, CloseReason::ShuttingDown { retry_after_ms });
             if let Some(conn) = self.connections.get_mut(key) {
                 conn.close_by(deadline);
             }
