@@ -298,10 +298,12 @@ fn a_refresh_read_after_the_deadline_gets_only_the_4001() {
     let mut c = server.ws_token(&token(&server, "late", exp));
     let fresh = token(&server, "late", now_secs() + 600);
     while unix_ms() < exp as u64 * 1000 + 20 {
-        if let Some(other) = c.next_within(Duration::from_millis(5)) {
-            if !matches!(other, Incoming::Ping | Incoming::Pong) {
-                panic!("expected nothing before the deadline, got {other:?}");
-            }
+        match c.next_within(Duration::from_millis(5)) {
+            None | Some(Incoming::Ping | Incoming::Pong) => {}
+            // The sweep may close in the 20 ms after the deadline, before
+            // the refresh goes out: the 4001 won, which is the point.
+            Some(Incoming::Close(4001, _)) if unix_ms() >= exp as u64 * 1000 => return,
+            Some(other) => panic!("expected nothing before the deadline, got {other:?}"),
         }
     }
     let _ = c.try_send(tungstenite::Message::text(
