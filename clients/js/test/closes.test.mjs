@@ -123,7 +123,11 @@ describe("retry advice against a running wsgate", () => {
     const server = await withServer(t, []);
     const user = uniqueUser("exp");
     let calls = 0;
-    const client = makeClient(t, server, { getToken: () => mintToken(user, { ttl: ++calls === 1 ? 2 : 3600 }) });
+    // In-band refresh off: with it, token.expiring would renew the token and no 4001 would come.
+    const client = makeClient(t, server, {
+      refreshToken: false,
+      getToken: () => mintToken(user, { ttl: ++calls === 1 ? 2 : 3600 }),
+    });
     client.connect();
     await client.once("established");
     const r = await client.once("reconnecting");
