@@ -335,7 +335,11 @@ pub async fn run(
             tick.tick().await;
             k += 1;
             publisher
-                .post(if k % 2 == 0 { r#","all":true"# } else { "" })
+                .post(if k.is_multiple_of(2) {
+                    r#","all":true"#
+                } else {
+                    ""
+                })
                 .await;
         }
         publisher

@@ -348,7 +348,7 @@ async fn client(
             break;
         };
         match read_until(s, &mut c, &mut rx, &phase, |c| !primed && c.primed(warmup)).await {
-            Ok(p) if p == Phase::Run => {
+            Ok(Phase::Run) => {
                 primed = true;
                 lock(&st).totals.primed += 1;
             }
