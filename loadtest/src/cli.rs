@@ -596,6 +596,38 @@ mod tests {
     }
 
     #[test]
+    fn resume_storm_flags() {
+        let args = |a: &[&str]| {
+            Cli::try_parse_args(std::iter::once("wsgate-loadtest").chain(a.iter().copied()))
+                .unwrap()
+        };
+        let c = args(&["resume-storm", "-n", "200"]);
+        assert_eq!((c.after, c.warmup, c.broadcasts), (After::Blip, 5, 20));
+        assert_eq!(c.publish_interval, Duration::from_millis(200));
+        assert!(c.validate().is_ok());
+        let c = args(&["resume-storm", "--after", "restart", "-m", "7"]);
+        assert_eq!(c.broadcasts, 7);
+        assert!(c.validate().is_err(), "restart without --restart-cmd");
+        let c = args(&[
+            "resume-storm",
+            "--after",
+            "restart",
+            "--restart-cmd",
+            "true",
+        ]);
+        assert!(c.validate().is_ok());
+        let c = args(&["resume-storm", "--redis-url", "redis://10.0.0.1:6379"]);
+        assert!(c.validate().is_err(), "Redis off loopback");
+        assert_eq!(
+            parse_redis_url("redis://127.0.0.1:6390/0").unwrap(),
+            "127.0.0.1:6390".parse().unwrap()
+        );
+        assert!(parse_redis_url("http://127.0.0.1:6390").is_err());
+        let c = args(&["resume-storm", "--warmup", "0"]);
+        assert!(c.validate().is_err(), "no position without a warm-up");
+    }
+
+    #[test]
     fn validate_cross_flags() {
         let c = cli(&["ping", "-n", "2", "--procs", "3"]).unwrap();
         assert!(c.validate().is_err());
