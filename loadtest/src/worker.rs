@@ -46,15 +46,18 @@ impl Ctx {
 
     /// Connects connection `conn` (in its `cycle`) as its own user.
     pub async fn open(&self, conn: u64, cycle: u64) -> Result<(ws::Ws, Duration)> {
-        self.open_query(conn, cycle, "").await
+        let timeout = self.cli.op_timeout.max(Duration::from_secs(10));
+        self.open_query(conn, cycle, "", timeout).await
     }
 
-    /// [`Ctx::open`] with a query string after the token (`?resume=1`).
+    /// [`Ctx::open`] with a query string after the token (`?resume=1`) and
+    /// its own handshake timeout.
     pub async fn open_query(
         &self,
         conn: u64,
         cycle: u64,
         query: &str,
+        timeout: Duration,
     ) -> Result<(ws::Ws, Duration)> {
         let token = proto::token(&self.cli.jwt_secret, &self.user(conn, cycle))?;
         let target = match self.ws_targets.len() {
@@ -67,7 +70,7 @@ impl Ctx {
             self.source(conn),
             &token,
             query,
-            self.cli.op_timeout.max(Duration::from_secs(10)),
+            timeout,
         )
         .await
     }

@@ -249,7 +249,9 @@ async fn resume(ctx: &Ctx, conn: u64, c: &mut Client, st: &St) -> Result<Ws, Str
     let t0 = mono_ns();
     let fut = async {
         let (mut sock, _) = ctx
-            .open_query(conn, 0, "?resume=1")
+            // A storm overflows the accept queue: SYN retransmits (1 s, 3 s, 7 s, ...)
+            // are part of the figure, so only the storm's own bound applies.
+            .open_query(conn, 0, "?resume=1", RESUME_TIMEOUT)
             .await
             .map_err(|e| ws::describe(&e))?;
         sock.send(Message::text(c.resume_msg()))
