@@ -25,6 +25,18 @@ pub enum Scenario {
     /// Long run: base population + churn + steady mixed broadcasts; server RSS and
     /// open fds sampled every second and checked for growth (needs --server-pid).
     Soak,
+    /// N clients with known stream positions reconnect at once with `resume=1`
+    /// after a server restart or a connection blip (`--after`).
+    ResumeStorm,
+}
+
+/// What drops the clients of `resume-storm`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum After {
+    /// Every client closes its TCP socket; the server keeps its history.
+    Blip,
+    /// `--restart-cmd` restarts the server (single node: every stream gets a new epoch).
+    Restart,
 }
 
 impl Scenario {
@@ -36,6 +48,7 @@ impl Scenario {
             Scenario::Ping => "ping",
             Scenario::Churn => "churn",
             Scenario::Soak => "soak",
+            Scenario::ResumeStorm => "resume-storm",
         }
     }
 }
@@ -169,6 +182,26 @@ pub struct Cli {
     /// Soak: also write the per-second samples (t, RSS, fds, loadavg, cycles, broadcasts) here as CSV.
     #[arg(long)]
     pub samples: Option<PathBuf>,
+
+    /// resume-storm: how the clients lose their connections.
+    #[arg(long, value_enum, default_value = "blip")]
+    pub after: After,
+
+    /// resume-storm `--after restart`: shell command that restarts the server and
+    /// returns once it listens again; a number on its last stdout line is taken as the
+    /// new server PID (for CPU figures).
+    #[arg(long)]
+    pub restart_cmd: Option<String>,
+
+    /// resume-storm: `redis://127.0.0.1:PORT` of the cluster's Redis, to count its
+    /// commands (`INFO commandstats`) over the storm.
+    #[arg(long)]
+    pub redis_url: Option<String>,
+
+    /// resume-storm: each client waits a random time below this before reconnecting
+    /// (0: all at once).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub reconnect_spread: Duration,
 
     /// Write JSON lines here (appended) instead of stdout.
     #[arg(long)]
@@ -344,6 +377,20 @@ impl Cli {
                 c.timeout = c.duration + Duration::from_secs(300);
             }
         }
+        if c.scenario == Scenario::ResumeStorm {
+            // Recorded events per stream before the drop, and during the gap: both
+            // within the default --history-size 100, so a blip is recoverable.
+            if defaulted("warmup") {
+                c.warmup = 5;
+            }
+            if defaulted("broadcasts") {
+                c.broadcasts = 20;
+            }
+            // Every storm publish fans out to all N clients.
+            if defaulted("publish_interval") {
+                c.publish_interval = Duration::from_millis(200);
+            }
+        }
         Ok(c)
     }
 
@@ -367,6 +414,19 @@ impl Cli {
                 bail!("--timeout must be longer than -d");
             }
         }
+        if self.scenario == Scenario::ResumeStorm {
+            if self.after == After::Restart && self.restart_cmd.is_none() {
+                bail!("resume-storm --after restart needs --restart-cmd (loadtest/resume-storm.sh gives one)");
+            }
+            if self.warmup == 0 {
+                bail!(
+                    "resume-storm needs --warmup of at least 1 (each client must know a position)"
+                );
+            }
+            if let Some(u) = &self.redis_url {
+                parse_redis_url(u)?;
+            }
+        }
         if self.payload.is_empty() {
             bail!("--payload needs at least one size");
         }
@@ -379,6 +439,17 @@ impl Cli {
         }
         Ok(t)
     }
+}
+
+/// `redis://HOST:PORT[/DB]` on loopback, as a socket address.
+pub fn parse_redis_url(url: &str) -> Result<SocketAddr> {
+    let rest = url
+        .strip_prefix("redis://")
+        .ok_or_else(|| anyhow!("--redis-url must start with redis:// (got `{url}`)"))?;
+    let hostport = rest.split('/').next().unwrap_or("");
+    Ok(parse_target(&format!("http://{hostport}"))
+        .with_context(|| format!("--redis-url {url}"))?
+        .addr)
 }
 
 /// Worker `index`'s share of `n`: n/count, the first n%count workers one more.
@@ -522,6 +593,38 @@ mod tests {
         assert_eq!(c.publish_interval, Duration::from_millis(10));
         assert!(cli(&["soak", "--rss-growth-tolerance", "-3"]).is_err());
         assert_eq!(parse_percent("12.5%"), Ok(12.5));
+    }
+
+    #[test]
+    fn resume_storm_flags() {
+        let args = |a: &[&str]| {
+            Cli::try_parse_args(std::iter::once("wsgate-loadtest").chain(a.iter().copied()))
+                .unwrap()
+        };
+        let c = args(&["resume-storm", "-n", "200"]);
+        assert_eq!((c.after, c.warmup, c.broadcasts), (After::Blip, 5, 20));
+        assert_eq!(c.publish_interval, Duration::from_millis(200));
+        assert!(c.validate().is_ok());
+        let c = args(&["resume-storm", "--after", "restart", "-m", "7"]);
+        assert_eq!(c.broadcasts, 7);
+        assert!(c.validate().is_err(), "restart without --restart-cmd");
+        let c = args(&[
+            "resume-storm",
+            "--after",
+            "restart",
+            "--restart-cmd",
+            "true",
+        ]);
+        assert!(c.validate().is_ok());
+        let c = args(&["resume-storm", "--redis-url", "redis://10.0.0.1:6379"]);
+        assert!(c.validate().is_err(), "Redis off loopback");
+        assert_eq!(
+            parse_redis_url("redis://127.0.0.1:6390/0").unwrap(),
+            "127.0.0.1:6390".parse().unwrap()
+        );
+        assert!(parse_redis_url("http://127.0.0.1:6390").is_err());
+        let c = args(&["resume-storm", "--warmup", "0"]);
+        assert!(c.validate().is_err(), "no position without a warm-up");
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub enum ToWorker {
         to: u64,
         failed: Vec<u64>,
     },
+    /// A scenario's own command (resume-storm's steps), opaque to the plumbing.
+    Scenario { msg: serde_json::Value },
     /// Close every connection and exit.
     Stop,
 }
@@ -41,6 +43,10 @@ pub enum FromWorker {
         last_ns: u64,
     },
     Result(WorkerResult),
+    /// A scenario's own report (resume-storm's totals), opaque to the plumbing.
+    Scenario {
+        msg: serde_json::Value,
+    },
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]

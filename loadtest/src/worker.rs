@@ -46,17 +46,31 @@ impl Ctx {
 
     /// Connects connection `conn` (in its `cycle`) as its own user.
     pub async fn open(&self, conn: u64, cycle: u64) -> Result<(ws::Ws, Duration)> {
+        let timeout = self.cli.op_timeout.max(Duration::from_secs(10));
+        self.open_query(conn, cycle, "", timeout).await
+    }
+
+    /// [`Ctx::open`] with a query string after the token (`?resume=1`) and
+    /// its own handshake timeout.
+    pub async fn open_query(
+        &self,
+        conn: u64,
+        cycle: u64,
+        query: &str,
+        timeout: Duration,
+    ) -> Result<(ws::Ws, Duration)> {
         let token = proto::token(&self.cli.jwt_secret, &self.user(conn, cycle))?;
         let target = match self.ws_targets.len() {
             0 => &self.target,
             n => &self.ws_targets[((conn + self.index) % n as u64) as usize],
         };
-        ws::open(
+        ws::open_query(
             target.addr,
             &target.host,
             self.source(conn),
             &token,
-            self.cli.op_timeout.max(Duration::from_secs(10)),
+            query,
+            timeout,
         )
         .await
     }

@@ -47,6 +47,18 @@ pub async fn open(
     token: &str,
     timeout: Duration,
 ) -> Result<(Ws, Duration)> {
+    open_query(server, host, src, token, "", timeout).await
+}
+
+/// [`open`] with a query string (`?resume=1`) after the token path.
+pub async fn open_query(
+    server: SocketAddr,
+    host: &str,
+    src: Ipv4Addr,
+    token: &str,
+    query: &str,
+    timeout: Duration,
+) -> Result<(Ws, Duration)> {
     let t0 = Instant::now();
     let fut = async {
         let sock = TcpSocket::new_v4()?;
@@ -55,7 +67,7 @@ pub async fn open(
             .with_context(|| format!("bind {src}"))?;
         let stream = sock.connect(server).await?;
         stream.set_nodelay(true)?;
-        let url = format!("ws://{host}/api/v1/ws/{token}");
+        let url = format!("ws://{host}/api/v1/ws/{token}{query}");
         let (mut ws, _resp) =
             tokio_tungstenite::client_async_with_config(url, stream, Some(config())).await?;
         // The first frames until connection.established (bounded).

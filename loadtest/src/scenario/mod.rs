@@ -13,6 +13,7 @@ pub mod churn;
 pub mod connect;
 pub mod fanout;
 pub mod ping;
+pub mod resume_storm;
 pub mod soak;
 pub mod subscribers;
 pub mod throughput;
@@ -78,6 +79,7 @@ pub async fn run(cli: Arc<Cli>, target: Target) -> Result<Vec<Row>> {
         Scenario::Ping => ping::run(&cli, &target, &run_id, &base, deadline).await,
         Scenario::Churn => churn::run(&cli, &target, &run_id, &base, deadline).await,
         Scenario::Soak => soak::run(&cli, &target, &run_id, base.row(), deadline).await,
+        Scenario::ResumeStorm => resume_storm::run(&cli, &target, &run_id, &base, deadline).await,
     }
 }
 
@@ -86,6 +88,7 @@ pub async fn work(ctx: Arc<Ctx>, cmds: mpsc::UnboundedReceiver<ToWorker>) -> Res
     match ctx.cli.scenario {
         Scenario::Churn => churn::work(ctx, cmds).await,
         Scenario::Ping => ping::work(ctx, cmds).await,
+        Scenario::ResumeStorm => resume_storm::work(ctx, cmds).await,
         Scenario::Connect | Scenario::Fanout | Scenario::Throughput => {
             subscribers::work(ctx, cmds).await
         }

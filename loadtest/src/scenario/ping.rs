@@ -230,7 +230,7 @@ pub async fn work(ctx: Arc<Ctx>, mut cmds: mpsc::UnboundedReceiver<ToWorker>) ->
                     open: t.open,
                 }));
             }
-            ToWorker::EndPhase { .. } => {}
+            ToWorker::EndPhase { .. } | ToWorker::Scenario { .. } => {}
             ToWorker::Stop => break,
         }
     }

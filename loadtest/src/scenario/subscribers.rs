@@ -261,6 +261,7 @@ pub async fn work(ctx: Arc<Ctx>, mut cmds: mpsc::UnboundedReceiver<ToWorker>) ->
                 drop(s);
                 ctx.send(FromWorker::Result(r));
             }
+            ToWorker::Scenario { .. } => {}
             ToWorker::Stop => break,
         }
     }
