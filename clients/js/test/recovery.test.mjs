@@ -143,6 +143,40 @@ describe("recovery with history on", () => {
   });
 });
 
+describe("last values", () => {
+  let server;
+  before(async () => {
+    server = await startServer();
+  });
+  after(async () => {
+    await server?.stop();
+  });
+
+  test("a fresh client gets a running upload's progress as a cached copy (cache option); the position is the top", async (t) => {
+    const user = uniqueUser("cache");
+    const pub = await publish(server, { type: "upload.progress", data: { upload_id: "up-1", progress: 30 }, users: [user] });
+    await publish(server, { type: "upload.progress", data: { upload_id: "up-1", progress: 60 }, users: [user] });
+    await publish(server, { type: "file.ready", data: { n: 1 }, users: [user] });
+    const epoch = pub.streams[0].epoch;
+
+    const fresh = makeClient(t, server, user);
+    fresh.connect();
+    await fresh.once("resumed");
+    await fresh.heartbeat(); // the cached copies came before this reply
+    const cached = recorded(fresh, "upload.progress");
+    assert.deepEqual(cached.map((m) => [m.data.progress, m.cached, m.stream.offset]), [[60, true, 2]]);
+    assert.deepEqual(fresh.positions.get(`user:${user}`), { epoch, offset: 3 }, "the stream top from resumed");
+    assert.deepEqual(fresh.failures, []);
+
+    const plain = makeClient(t, server, user, { cache: false });
+    plain.connect();
+    await plain.once("resumed");
+    await plain.heartbeat();
+    assert.deepEqual(recorded(plain, "upload.progress"), []);
+    assert.equal(plain.sent.find((m) => m.type === "resume").data.cache, false);
+  });
+});
+
 describe("recovery across a server restart", () => {
   let server;
   after(async () => {
