@@ -3,7 +3,7 @@
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { WsgateClient } from "../wsgate.js";
-import { startServer, mintToken, uniqueUser, api, waitFor } from "./helpers.mjs";
+import { startServer, mintToken, uniqueUser, api, waitFor, freezableProxy } from "./helpers.mjs";
 
 /**
  * A client whose every received/sent message and recovery failure is recorded. Its getToken
@@ -118,6 +118,33 @@ describe("recovery with history on", () => {
     assert.equal(new Set(ids).size, ids.length, "no duplicate id");
     assert.deepEqual(client.failures, []);
     assert.equal(client.positions.get(`user:${user}`).offset, 5);
+  });
+
+  test("a cut TCP connection: the events written meanwhile are replayed once, in order", async (t) => {
+    const proxy = await freezableProxy(server.port);
+    t.after(() => proxy.close());
+    const user = uniqueUser("cut");
+    const client = makeClient(t, { httpUrl: `http://127.0.0.1:${proxy.port}` }, user);
+    client.connect();
+    await client.once("resumed");
+    await publish(server, { type: "file.ready", data: { n: 1 }, users: [user] });
+    await waitFor(() => recorded(client, "file.ready").length === 1, { what: "file.ready 1" });
+    client.gate = gate();
+    const closed = client.once("closed");
+    proxy.cutAll();
+    assert.equal((await closed).code, 1006);
+    // Published while the server may still hold the dead socket: written to it, or to no one.
+    for (let n = 2; n <= 4; n++) await publish(server, { type: "file.ready", data: { n }, users: [user] });
+    const resumed = client.once("resumed");
+    client.gate.release();
+    client.gate = null;
+    const r = await resumed;
+    assert.equal(r.recovered, true, JSON.stringify(r));
+    assert.equal(r.streams[`user:${user}`].replayed, 3);
+    await waitFor(() => recorded(client, "file.ready").length === 4, { what: "the three missed" });
+    await client.heartbeat();
+    assert.deepEqual(recorded(client, "file.ready").map((m) => m.stream.offset), [1, 2, 3, 4]);
+    assert.deepEqual(client.failures, []);
   });
 
   test("a replay of events already seen is dropped by id", async (t) => {
