@@ -131,6 +131,8 @@ export function endpointUrl(url) {
  * `giveup` ({code, reason, failedOpens}), `message` (every server message), `sent` (every message written),
  * `resubscribed` (confirmation data after a reconnect), `error` (WsgateError not tied
  * to a request), `dropped` ({message}: a queued message pushed out of the full queue), `latency` ({rtt}),
+ * `resumed` (the `resumed` data after a (re)connect, before the replayed events), `recoveryFailed`
+ * ({stream, reason, position}: refetch that stream's state; also the onRecoveryFailed option),
  * `refreshed` ({expires_at, expires_in}: the connection's token was renewed in-band). A failed
  * in-band refresh is an `error` (TOKEN_INVALID, TOKEN_SUB_MISMATCH, TOKEN_ERROR, TIMEOUT, ...)
  * and the connection keeps its old token until its 4001.
@@ -838,14 +840,16 @@ export class WsgateClient {
     this.positions = new Map();
     /** the data of the last `resumed` reply, or null */
     this.lastRecovery = null;
-    this._recoverySupported = undefined; // from `features`; unknown until the first connection.established
     this._resumePending = false; // this socket was opened with resume=1 and has not sent its first message
     this._seenIds = new Set(); // ids of recorded events, oldest first, at most dedupWindow
   }
 
-  /** resume=1 on the next socket: recovery is on and the server did not say it lacks it. */
+  /**
+   * resume=1 on every socket while recovery is on, even after a server without history: the
+   * next one (a rolling deploy) may have it, and `features` tells only after the upgrade.
+   */
   _wantsResume() {
-    return !!this.options.recovery && this._recoverySupported !== false;
+    return !!this.options.recovery;
   }
 
   /**
@@ -907,8 +911,7 @@ export class WsgateClient {
   _afterHold(established) {
     this._resumePending = false;
     const features = Array.isArray(established.features) ? established.features : [];
-    this._recoverySupported = features.includes("recovery");
-    if (this._recoverySupported) {
+    if (features.includes("recovery")) {
       this._resume();
       this._flushQueue();
       return;

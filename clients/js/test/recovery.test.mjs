@@ -260,11 +260,14 @@ describe("a server with --history-size 0", () => {
     await publish(server, { type: "file.ready", data: { n: 1 }, users: [user] });
     await waitFor(() => recorded(client, "file.ready").length === 1, { what: "a user event (no 60 s hold)" });
     assert.equal(recorded(client, "file.ready")[0].stream, undefined);
+    assert.deepEqual(client.sent.slice(0, 2).map((m) => m.type), ["(established)", "heartbeat"], "a heartbeat ended the hold");
     await client.subscribe(["review.updated"]);
     await kick(server, client);
     await client.once("resubscribed");
     await publish(server, { type: "review.updated", data: { n: 1 } });
     await waitFor(() => recorded(client, "review.updated").length === 1, { what: "review.updated after the reconnect" });
+    await publish(server, { type: "file.ready", data: { n: 2 }, users: [user] });
+    await waitFor(() => recorded(client, "file.ready").length === 2, { what: "a user event after the reconnect (the resubscribe ended that hold)" });
     assert.deepEqual(client.sent.filter((m) => m.type === "resume"), []);
     assert.equal(client.positions.size, 0);
     assert.deepEqual(client.failures, []);
