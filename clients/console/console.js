@@ -24,6 +24,7 @@ const ui = {
   connInfo: $("#conn-info"),
   closeInfo: $("#close-info"),
   recentCloses: $("#recent-closes"),
+  recoveryInfo: $("#recovery-info"),
   token: $("#token"),
   apiKey: $("#api-key"),
   connect: $("#connect"),
@@ -57,7 +58,15 @@ function fmtTime(d = new Date()) {
   return d.toISOString().slice(11, 23);
 }
 
-function log(dir, type, data, time) {
+/** A recorded event's position (SPEC-v2 section 2.1) as a log cell: `stream #offset`, epoch in the tooltip. */
+function positionCell(msg) {
+  const s = msg && msg.stream;
+  if (!s || typeof s.name !== "string") return el("span", { class: "pos" });
+  const attrs = { class: "pos", text: `${s.name} #${s.offset}${msg.cached ? " (cached)" : ""}`, title: `stream ${s.name}, epoch ${s.epoch}, offset ${s.offset}` };
+  return el("span", { ...attrs, "data-stream": s.name, "data-epoch": String(s.epoch), "data-offset": String(s.offset), "data-cached": String(!!msg.cached) });
+}
+
+function log(dir, type, data, time, msg) {
   if (ui.logPause.checked && dir !== "local") return;
   const text = data === undefined ? "" : typeof data === "string" ? data : JSON.stringify(data);
   const li = el(
@@ -66,6 +75,7 @@ function log(dir, type, data, time) {
     el("span", { class: "t", text: time ? String(time).slice(11, 23) : fmtTime() }),
     el("span", { class: "ty", text: type }),
     el("span", { class: "d", text }),
+    positionCell(msg),
   );
   ui.log.prepend(li);
   while (ui.log.children.length > LOG_LIMIT) ui.log.lastElementChild.remove();
@@ -238,12 +248,15 @@ function connect() {
   client.on("refreshed", () => showState(client.state));
   client.on("message", (msg) => {
     if (consoleState.client !== client) return;
-    log("in", msg.type, msg.data, msg.timestamp);
+    log("in", msg.type, msg.data, msg.timestamp, msg);
     onProgressEvent(msg);
     if (msg.type.endsWith("subscription.confirmed")) renderSubscriptions();
   });
   client.on("sent", (msg) => log("out", msg.type, msg.data));
   client.on("resubscribed", () => renderSubscriptions());
+  client.on("resumed", (data) => {
+    if (consoleState.client === client) showRecovery(data);
+  });
   client.on("error", (e) => log("local", `error ${e.code}`, e.message));
   client.connect();
   if (wanted.length) client.subscribe(wanted).catch((e) => log("local", "subscribe failed", `${e.code} ${e.message}`));
@@ -274,6 +287,16 @@ function recordClose(d) {
   );
   ui.recentCloses.prepend(item);
   while (ui.recentCloses.children.length > RECENT_CLOSES) ui.recentCloses.lastChild.remove();
+}
+
+/** The outcome of the connection's last resume: per stream, recovered (+replayed) or the reason. */
+function showRecovery(data) {
+  const streams = Object.entries(data.streams || {}).filter(([, e]) => e && "recovered" in e);
+  const parts = streams.map(([name, e]) => (e.recovered ? `${name} +${e.replayed ?? 0}` : `${name} ${e.reason || "not recovered"}`));
+  const verdict = data.recovered ? "recovered" : "not recovered, refetch";
+  ui.recoveryInfo.textContent = `last resume: ${streams.length ? verdict : "nothing to recover"}${parts.length ? " \u00b7 " + parts.join(", ") : ""}`;
+  ui.recoveryInfo.dataset.recovered = String(!!data.recovered);
+  ui.recoveryInfo.title = `at ${fmtTime()}`;
 }
 
 function disconnect() {

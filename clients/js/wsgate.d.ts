@@ -66,6 +66,47 @@ export interface ServerMessage<D = Record<string, any>> {
   id: string;
   /** the id of the client message this answers */
   reply_to?: string;
+  /** a recorded event's position in its stream (SPEC-v2 section 2.1) */
+  stream?: Position & { name: string };
+  /** a last value re-sent from the cache: its offset is not a gap */
+  cached?: true;
+}
+
+/** a position in a stream: offsets grow by 1 per event within an epoch */
+export interface Position {
+  epoch: string;
+  offset: number;
+}
+
+/** one stream of a `resumed` reply (or of subscription.confirmed's `streams`) */
+export interface StreamRecovery {
+  /** the stream's current epoch (null: the stream has no history yet) and top offset */
+  epoch: string | null;
+  offset: number;
+  /** only where a position was given */
+  recovered?: boolean;
+  /** when not recovered: HISTORY_DISABLED, UNAVAILABLE, EPOCH_CHANGED, OFFSET_AHEAD, TOO_MANY, TOO_OLD */
+  reason?: RecoveryFailureReason;
+  replayed?: number;
+}
+
+export type RecoveryFailureReason =
+  | "HISTORY_DISABLED"
+  | "UNAVAILABLE"
+  | "EPOCH_CHANGED"
+  | "OFFSET_AHEAD"
+  | "TOO_MANY"
+  | "TOO_OLD"
+  | string;
+
+/** the `resumed` reply's data */
+export interface ResumedData {
+  /** true when every given position recovered (or none was given) */
+  recovered: boolean;
+  /** keyed by stream name: `user:{id}`, `broadcast`, `event:{type}` */
+  streams: Record<string, StreamRecovery>;
+  subscriptions: string[];
+  topics: string[];
 }
 
 export interface ErrorData {
@@ -165,6 +206,14 @@ export interface WsgateClientOptions {
   stableAfter?: number;
   /** random source for the jitter, for tests */
   random?: () => number;
+  /** reconnect with resume=1 and send the last positions in a `resume` (default true; only while the server lists `recovery` in features) */
+  recovery?: boolean;
+  /** ask for the cached last values of streams not recovered (default true) */
+  cache?: boolean;
+  /** a stream's missed events cannot be replayed: refetch its state from the backend. position: what the client had (null if none) */
+  onRecoveryFailed?: (stream: string, reason: RecoveryFailureReason, position: Position | null) => void;
+  /** ids of recorded events remembered to drop a second copy (default 1000) */
+  dedupWindow?: number;
 }
 
 export interface SubscriptionData {
@@ -198,6 +247,10 @@ export interface ClientEvents {
   error: WsgateError;
   dropped: { message: { type: string; data: unknown; id: string } };
   latency: { rtt: number };
+  /** the `resumed` reply after a (re)connect, before the replayed events */
+  resumed: ResumedData;
+  /** one per stream not recovered, as onRecoveryFailed */
+  recoveryFailed: { stream: string; reason: RecoveryFailureReason; position: Position | null };
 }
 
 export type MessageHandler<D = any> = (data: D, message: ServerMessage<D>) => void;
@@ -209,7 +262,7 @@ export interface RequestOptions {
 
 export class WsgateClient {
   constructor(options?: WsgateClientOptions | string);
-  readonly options: Required<Omit<WsgateClientOptions, "url" | "token" | "getToken" | "WebSocket" | "shouldReconnect">> & WsgateClientOptions;
+  readonly options: Required<Omit<WsgateClientOptions, "url" | "token" | "getToken" | "WebSocket" | "shouldReconnect" | "onRecoveryFailed">> & WsgateClientOptions;
   /** seed-compatible: one handler per message type */
   messageHandlers: Map<string, MessageHandler>;
   /** the events this client wants; re-sent after every reconnect */
@@ -224,6 +277,10 @@ export class WsgateClient {
   latency: number | null;
   /** the connection's token exp (RFC 3339) as the server last said: connection.established, then each auth.refreshed */
   tokenExpiresAt: string | null;
+  /** the last position seen per stream name (from every recorded event, and the tops of resumed) */
+  positions: Map<string, Position>;
+  /** the last `resumed` reply, or null */
+  lastRecovery: ResumedData | null;
   readonly isOpen: boolean;
 
   connect(): this;

@@ -110,6 +110,11 @@ const DEFAULTS = {
   queueLimit: 100,
   stableAfter: 5000,
   random: Math.random,
+  // History and recovery (SPEC-v2 section 2): reconnect with resume=1 and the last positions.
+  recovery: true,
+  cache: true, // ask for the last values (running uploads' progress) of streams not recovered
+  onRecoveryFailed: undefined, // (stream, reason, position) => void: refetch that state from the backend
+  dedupWindow: 1000, // ids of recorded events remembered to drop a second copy
 };
 
 let idCounter = 0;
@@ -148,6 +153,8 @@ export function endpointUrl(url) {
  * `giveup` ({code, reason, failedOpens}), `message` (every server message), `sent` (every message written),
  * `resubscribed` (confirmation data after a reconnect), `error` (WsgateError not tied
  * to a request), `dropped` ({message}: a queued message pushed out of the full queue), `latency` ({rtt}),
+ * `resumed` (the `resumed` data after a (re)connect, before the replayed events), `recoveryFailed`
+ * ({stream, reason, position}: refetch that stream's state; also the onRecoveryFailed option),
  * `refreshed` ({expires_at, expires_in}: the connection's token was renewed in-band). A failed
  * in-band refresh is an `error` (TOKEN_INVALID, TOKEN_SUB_MISMATCH, TOKEN_ERROR, TIMEOUT, ...)
  * and the connection keeps its old token until its 4001.
@@ -200,6 +207,7 @@ export class WsgateClient {
     this._token = null; // the token the current connection holds (opened with, or refreshed to)
     this._established = false; // connection.established seen on the current socket
     this._refusal = null; // the `error` a refused socket got before its close
+    this._initRecovery();
   }
 
   // ---------------------------------------------------------------- events
@@ -346,6 +354,8 @@ export class WsgateClient {
     if (this.options.refusal === "close") url += (url.includes("?") ? "&" : "?") + "refusal=close";
     this._established = false;
     this._refusal = null;
+    this._resumePending = this._wantsResume();
+    if (this._resumePending) url += (url.includes("?") ? "&" : "?") + "resume=1";
 
     let ws;
     try {
@@ -374,8 +384,9 @@ export class WsgateClient {
       this._setState(State.OPEN, { attempt: this._attempt });
       this._startKeepalive();
       // A socket that may be a refusal (error, then 4401/4429/4503) gets nothing before the
-      // server has said connection.established.
-      if (this.options.refusal !== "close") this._accepted();
+      // server has said connection.established; with resume=1 the first message must be the
+      // resume, which waits for it too.
+      if (this.options.refusal !== "close" && !this._resumePending) this._accepted();
     };
     ws.onmessage = (ev) => {
       if (gen !== this._gen) return;
@@ -570,6 +581,7 @@ export class WsgateClient {
       return;
     }
     if (!msg || typeof msg.type !== "string") return;
+    if (!this._notePosition(msg)) return; // a second copy of a recorded event
     const data = msg.data || {};
 
     if (msg.type === "connection.established") {
@@ -579,7 +591,12 @@ export class WsgateClient {
       this._established = true;
       this.tokenExpiresAt = data.expires_at ?? null;
       this._emit("established", data);
-      if (first && this.options.refusal === "close") this._accepted();
+      if (first && (this.options.refusal === "close" || this._resumePending)) {
+        if (this._resumePending) {
+          this._failedOpens = 0;
+          this._afterHold(data);
+        } else this._accepted();
+      }
     } else if (msg.type === "token.expiring") {
       if (this.options.getToken && this.options.refreshToken) this.refreshToken().catch(() => {});
     } else if (msg.type === "pong" && data.pingId != null && this._pingIds.has(data.pingId)) {
@@ -588,6 +605,9 @@ export class WsgateClient {
       this._emit("latency", { rtt: this.latency });
     } else if (msg.type === "subscription.confirmed" || msg.type === "unsubscription.confirmed") {
       if (Array.isArray(data.subscriptions)) this.confirmedSubscriptions = [...data.subscriptions];
+      if (data.streams) this._adoptStreams(data.streams);
+    } else if (msg.type === "resumed") {
+      this._handleResumed(data);
     }
 
     const replyTo = msg.reply_to;
@@ -641,7 +661,7 @@ export class WsgateClient {
 
   _transmit(id, msg) {
     const text = JSON.stringify(msg);
-    if (this.isOpen) {
+    if (this.isOpen && !this._resumePending) {
       this._write(id, text);
       return;
     }
@@ -877,6 +897,147 @@ export class WsgateClient {
       }
       for (const w of waiters) w.reject(e);
       this._emit("error", e);
+    }
+  }
+
+  // ---------------------------------------------------------------- recovery (SPEC-v2 section 2)
+  //
+  // Kept apart from the connect/reconnect path on purpose: that path only asks _wantsResume()
+  // for the URL and hands connection.established to _afterHold().
+
+  _initRecovery() {
+    /** stream name -> {epoch, offset}: the last position seen on each stream */
+    this.positions = new Map();
+    /** the data of the last `resumed` reply, or null */
+    this.lastRecovery = null;
+    this._resumePending = false; // this socket was opened with resume=1 and has not sent its first message
+    this._seenIds = new Set(); // ids of recorded events, oldest first, at most dedupWindow
+  }
+
+  /**
+   * resume=1 on every socket while recovery is on, even after a server without history: the
+   * next one (a rolling deploy) may have it, and `features` tells only after the upgrade.
+   */
+  _wantsResume() {
+    return !!this.options.recovery;
+  }
+
+  /**
+   * Bookkeeping for one incoming message: a recorded event (one with `stream`) moves its stream's
+   * position and is remembered by id. Returns false for a second copy of an event already
+   * delivered (a replay or cached copy overlapping what arrived live), which is then dropped.
+   */
+  _notePosition(msg) {
+    const s = msg.stream;
+    if (!s || typeof s.name !== "string" || msg.id == null) return true;
+    if (this._seenIds.has(msg.id)) return false;
+    this._seenIds.add(msg.id);
+    while (this._seenIds.size > Math.max(1, this.options.dedupWindow)) this._seenIds.delete(this._seenIds.values().next().value);
+    // A cached copy is an older event re-sent as a last value: its offset is neither progress
+    // nor a gap, so it leaves the position alone (the resumed entry set it to the top).
+    if (!msg.cached) this._advancePosition(s.name, s.epoch, s.offset);
+    return true;
+  }
+
+  _advancePosition(name, epoch, offset, force = false) {
+    if (typeof epoch !== "string" || !epoch || !Number.isInteger(offset)) return; // no epoch: nothing to recover from
+    const cur = this.positions.get(name);
+    if (force || !cur || cur.epoch !== epoch || offset > cur.offset) this.positions.set(name, { epoch, offset });
+  }
+
+  /**
+   * `streams` of `resumed` / `subscription.confirmed`: a stream that was not recovered carries on
+   * from the top the server gives; one given no position starts there; a recovered one moves
+   * with its replayed events (so a drop in the middle of a replay loses nothing).
+   */
+  _adoptStreams(streams) {
+    for (const [name, e] of Object.entries(streams || {})) {
+      if (!e || e.recovered === true) continue;
+      this._advancePosition(name, e.epoch, e.offset, e.recovered === false);
+    }
+  }
+
+  /** The `resume` message's data: user, broadcast and every wanted event with its position. */
+  _buildResume() {
+    const pos = (name) => {
+      const p = this.positions.get(name);
+      return p ? { epoch: p.epoch, offset: p.offset } : null;
+    };
+    const events = {};
+    for (const ev of [...this.subscriptions].sort()) events[ev] = pos(`event:${ev}`);
+    return { user: pos(`user:${this.userId}`), broadcast: pos("broadcast"), events, cache: !!this.options.cache };
+  }
+
+  /** The positions a resume gives, by stream name. */
+  static _givenPositions(data, userId) {
+    const given = {};
+    if (data.user) given[`user:${userId}`] = data.user;
+    if (data.broadcast) given.broadcast = data.broadcast;
+    for (const [ev, p] of Object.entries(data.events || {})) if (p) given[`event:${ev}`] = p;
+    return given;
+  }
+
+  /** connection.established on a resume=1 socket: send the resume first, or end the hold the v1 way. */
+  _afterHold(established) {
+    this._resumePending = false;
+    const features = Array.isArray(established.features) ? established.features : [];
+    if (features.includes("recovery")) {
+      this._resume();
+      this._flushQueue();
+      return;
+    }
+    // History off (--history-size 0): no resume. Any first message ends the hold; send one if
+    // neither the resubscribe nor the queue would.
+    const quiet = this.subscriptions.size === 0 && this._queue.length === 0;
+    this._resubscribe();
+    this._flushQueue();
+    if (quiet) this.send("heartbeat");
+  }
+
+  /** Send `resume` (it also subscribes) and settle what a resubscribe would have settled. */
+  async _resume() {
+    const gen = this._gen;
+    const waiters = this._resubWaiters;
+    this._resubWaiters = [];
+    const data = this._buildResume();
+    const given = WsgateClient._givenPositions(data, this.userId);
+    try {
+      const reply = await this.request("resume", data);
+      const conf = { events: Object.keys(data.events), subscriptions: reply.data.subscriptions || [] };
+      for (const w of waiters) w.resolve(conf);
+      if (conf.events.length) this._emit("resubscribed", conf);
+    } catch (e) {
+      // Nothing was subscribed or replayed: subscribe the v1 way (which sorts out unknown events).
+      this._resubWaiters.unshift(...waiters);
+      if (e.code === "CONNECTION_LOST" || e.code === "CLOSED") return; // the next connection resumes again
+      if (gen === this._gen && this.isOpen) this._resubscribe();
+      for (const [stream, p] of Object.entries(given)) this._recoveryFailed(stream, e.code, p);
+      this._emit("error", e);
+    }
+  }
+
+  /** The `resumed` reply: adopt the tops, tell the app which streams it must refetch. */
+  _handleResumed(data) {
+    this.lastRecovery = data;
+    if (Array.isArray(data.subscriptions)) this.confirmedSubscriptions = [...data.subscriptions];
+    const streams = data.streams || {};
+    for (const [name, e] of Object.entries(streams)) {
+      if (e && e.recovered === false) this._recoveryFailed(name, e.reason || "UNKNOWN", this.positions.get(name) || null);
+    }
+    this._adoptStreams(streams);
+    this._emit("resumed", data);
+  }
+
+  _recoveryFailed(stream, reason, position) {
+    this._emit("recoveryFailed", { stream, reason, position });
+    const fn = this.options.onRecoveryFailed;
+    if (typeof fn !== "function") return;
+    try {
+      fn(stream, reason, position);
+    } catch (e) {
+      queueMicrotask(() => {
+        throw e;
+      });
     }
   }
 }

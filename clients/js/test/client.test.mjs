@@ -105,7 +105,7 @@ describe("against a running wsgate", () => {
     client.connect();
     await client.once("established");
     assert.equal(made.length, 1);
-    assert.equal(made[0].url, `${server.wsUrl}/api/v1/ws?refusal=close`);
+    assert.equal(made[0].url, `${server.wsUrl}/api/v1/ws?refusal=close&resume=1`, "refusal=close, and resume=1: the first message will be a resume");
     assert.deepEqual(made[0].protocols, ["wsgate.v1", `bearer.${token}`]);
   });
 
@@ -169,8 +169,8 @@ describe("against a running wsgate", () => {
     const user = uniqueUser();
     const client = makeClient(t, server, { token: mintToken(user) });
     client.connect();
-    await client.once("established");
-    const got = client.once("message");
+    await client.once("resumed");
+    const got = new Promise((resolve) => client.onMessage("file.ready", (data, msg) => resolve(msg)));
     const pub = await api(server, "POST", "/api/v1/events", { type: "file.ready", data: { file_id: "f" }, users: [user] });
     assert.equal(pub.body.delivered, 1);
     assert.equal((await got).type, "file.ready");
@@ -289,7 +289,8 @@ describe("rate limits", () => {
   });
 
   test("the 4th message rejects with RATE_LIMIT_EXCEEDED and retry_after", async (t) => {
-    const client = makeClient(t, server, { token: mintToken(uniqueUser("rl")) });
+    // recovery: false, so that the 3 messages are the test's (a resume would be the first)
+    const client = makeClient(t, server, { token: mintToken(uniqueUser("rl")), recovery: false });
     client.connect();
     await client.once("established");
     await client.ping();

@@ -225,6 +225,12 @@ describe("operator console in Chromium", () => {
     const ratio = await bar.evaluate((row) => row.querySelector(".bar").getBoundingClientRect().width / row.querySelector(".track").clientWidth);
     assert.ok(Math.abs(ratio - 0.42) < 0.02, `bar fills ${ratio}`);
     await page.waitForSelector('#log li[data-type="upload.progress"]');
+    // The recorded event's stream and offset, as the publish answer gave them, in its log line.
+    const [pos] = r.body.streams;
+    assert.equal(pos.name, "event:upload.progress");
+    const cell = page.locator('#log li[data-type="upload.progress"] .pos').first();
+    assert.equal(await cell.textContent(), `event:upload.progress #${pos.offset}`);
+    assert.equal(await cell.getAttribute("data-epoch"), pos.epoch);
   });
 
   test("publishing from the console's form, with targeting, and file.processing bars", async () => {
@@ -277,6 +283,9 @@ describe("operator console in Chromium", () => {
     assert.match(closeInfo, /1001 SHUTDOWN \(backoff, retry after [\d.]+ s\)/, `close reason shown: ${closeInfo}`);
     const recent = await page.textContent('#recent-closes li[data-code="1001"]');
     assert.match(recent, /SHUTDOWN \(backoff/, `recent closes: ${recent}`);
+    // The restarted server has new epochs: the resume's outcome says what to refetch.
+    await page.waitForSelector('#recovery-info[data-recovered="false"]');
+    assert.match(await page.textContent("#recovery-info"), /event:upload\.progress EPOCH_CHANGED/);
     await api(server, "POST", "/api/v1/events", { type: "upload.progress", data: { upload_id: "up-42", progress: 42 } });
     await page.waitForSelector('.progress[data-id="up-42"][data-progress="42"]');
   });

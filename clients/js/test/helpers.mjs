@@ -163,6 +163,13 @@ export function freezableProxy(targetPort) {
         freezeAll() {
           for (const p of live) p.frozen = true;
         },
+        /** Reset every live connection (both sides), as a network blip does; new ones still pass. */
+        cutAll() {
+          for (const p of live) {
+            p.client.resetAndDestroy();
+            p.upstream.resetAndDestroy();
+          }
+        },
         get count() {
           return live.size;
         },

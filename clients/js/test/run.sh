@@ -65,4 +65,4 @@ fi
 
 echo "==> clients/js tests against $WSGATE_BIN"
 node "${NODE_FLAGS[@]}" --test --test-reporter=spec --test-concurrency=1 \
-  test/client.test.mjs test/closes.test.mjs test/console.browser.test.mjs
+  test/client.test.mjs test/closes.test.mjs test/recovery.test.mjs test/console.browser.test.mjs
