@@ -15,7 +15,7 @@ use crate::cluster::redis::{NodeIdTaken, RedisBackplane, RedisSettings};
 use crate::cluster::{Backplane, LocalBackplane};
 use crate::config::Config;
 use crate::gateway::Gateway;
-use crate::history::{History, HistoryStore, MemoryStore};
+use crate::history::{History, HistoryStore, MemoryStore, RedisStore};
 use crate::http::AppState;
 use crate::hub::shard::{ShardSettings, ShardShared};
 use crate::hub::Hub;
@@ -237,14 +237,27 @@ impl Server {
     }
 }
 
-/// This node's history: in memory on a single node; in cluster mode not
-/// built yet, so `Unavailable` (docs/PROTOCOL.md, "History").
+/// This node's history: in memory on a single node, on Redis in cluster
+/// mode (docs/CLUSTER.md, "History"); `Unavailable` if the Redis URL does
+/// not even parse (the backplane then refuses it too).
 fn history(config: &Config, metrics: &Arc<Metrics>) -> History {
     let Some(settings) = &config.history.store else {
         return History::Disabled;
     };
-    if config.redis_url.is_some() {
-        return History::Unavailable;
+    if let Some(url) = &config.redis_url {
+        let commands = redis::Client::open(url.as_str())
+            .and_then(|client| crate::cluster::redis::command_connection(&client));
+        return match commands {
+            Ok(commands) => History::Redis {
+                store: Arc::new(RedisStore::new(commands, settings.clone())),
+                max_recovery: config.history.recovery_max_events,
+                last_value_rules: config.history.last_value_rules.clone().into(),
+            },
+            Err(error) => {
+                tracing::warn!(%error, "cluster history unavailable");
+                History::Unavailable
+            }
+        };
     }
     History::Store {
         store: Arc::new(MemoryStore::new(settings.clone(), metrics.clone())),

@@ -32,7 +32,7 @@ use tokio::sync::oneshot;
 use crate::address::{node_tag, ConnId, Target};
 use crate::cluster::{Backplane, BackplaneState, OutboundEvent};
 use crate::connection::ConnectionInfo;
-use crate::history::{self, History, HistoryStore, LastValue, StreamPosition};
+use crate::history::{self, History, HistoryStore, LastValue, RedisStore, StreamPosition};
 use crate::limits::Admission;
 use crate::metrics::{AppendKind, Metrics, OutKind};
 use crate::protocol::envelope::{encode_as, encode_recorded};
@@ -69,28 +69,42 @@ const STRIPES: usize = 64;
 /// How one publish is recorded: the store and the event's last-value
 /// changes.
 struct Recording<'a> {
-    store: &'a Arc<dyn HistoryStore>,
+    store: Store<'a>,
     last_values: Vec<LastValue>,
+}
+
+enum Store<'a> {
+    Memory(&'a Arc<dyn HistoryStore>),
+    Redis(&'a RedisStore),
 }
 
 impl<'a> Recording<'a> {
     fn of(history: &'a History, event: Event, data: &Value) -> Option<Recording<'a>> {
+        let store = match history {
+            History::Store { store, .. } => Store::Memory(store),
+            History::Redis { store, .. } => Store::Redis(store),
+            History::Disabled | History::Unavailable => return None,
+        };
         Some(Recording {
-            store: history.store()?,
+            store,
             last_values: LastValue::of(history.last_value_rules(), event.as_str(), data),
         })
     }
 
-    fn append(
+    /// `None`: not recorded (Redis away), delivered without a position.
+    async fn append(
         &self,
         name: &Arc<str>,
         kind: AppendKind,
         metrics: &Metrics,
-        mut encode: impl FnMut(&StreamPosition) -> Arc<[u8]>,
-    ) -> Recorded {
-        let (position, frame) = self.store.append(name, &self.last_values, &mut encode);
+        mut encode: impl FnMut(&StreamPosition) -> Arc<[u8]> + Send,
+    ) -> Option<Recorded> {
+        let (position, frame) = match self.store {
+            Store::Memory(store) => store.append(name, &self.last_values, &mut encode),
+            Store::Redis(store) => store.append(name, &self.last_values, &mut encode).await?,
+        };
         metrics.history_appended(kind);
-        Recorded { frame, position }
+        Some(Recorded { frame, position })
     }
 }
 
@@ -214,9 +228,9 @@ impl Hub {
         let timestamp = clock::now_rfc3339();
         // Recorded, the data goes into a frame per stream (and the plain
         // one): serialize it once and copy those bytes into each.
-        let raw = match self.history.store() {
-            Some(_) => serde_json::value::to_raw_value(data).ok(),
-            None => None,
+        let raw = match self.history.records() {
+            true => serde_json::value::to_raw_value(data).ok(),
+            false => None,
         };
         let data_once = match &raw {
             Some(raw) => DataOnce::Raw(raw),
@@ -260,9 +274,11 @@ impl Hub {
                         Target::All => (Arc::from(history::BROADCAST), AppendKind::Broadcast),
                         _ => (history::event_stream(event.as_str()), AppendKind::Event),
                     };
-                    let recorded = recording.append(&name, kind, &self.metrics, encode);
-                    streams.push(recorded.position.clone());
-                    shared = Some(recorded);
+                    let recorded = recording.append(&name, kind, &self.metrics, encode).await;
+                    if let Some(recorded) = &recorded {
+                        streams.push(recorded.position.clone());
+                    }
+                    shared = recorded;
                 }
                 Target::Selected { .. } => {
                     for (_, shard_target) in per_shard.iter_mut() {
@@ -271,10 +287,13 @@ impl Hub {
                         };
                         for user in users {
                             let name = history::user_stream(&user.user);
-                            let recorded =
-                                recording.append(&name, AppendKind::User, &self.metrics, encode);
-                            streams.push(recorded.position.clone());
-                            user.recorded = Some(recorded);
+                            let recorded = recording
+                                .append(&name, AppendKind::User, &self.metrics, encode)
+                                .await;
+                            if let Some(recorded) = &recorded {
+                                streams.push(recorded.position.clone());
+                            }
+                            user.recorded = recorded;
                         }
                     }
                 }

@@ -1,0 +1,259 @@
+//! Cluster-mode history on Redis (SPEC-v2 §2.6): per stream a Redis Stream
+//! `wsgate:s:{name}` (entry IDs `0-{offset}`, one field `m`: the message
+//! JSON exactly as delivered), a hash `wsgate:m:{name}` (`epoch`, `top`)
+//! and a hash of last values `wsgate:lv:{name}`.
+//!
+//! One Lua script per append assigns the offset (a new epoch when the meta
+//! is missing), `XADD`s, trims to exactly `MAXLEN --history-size` and sets
+//! the TTLs: the append is the only Redis round trip of a publish. Reads
+//! are one `MULTI` (meta, first entry, range). Everything here is async and
+//! must only be awaited on the tokio side, never on a shard thread.
+//!
+//! While Redis is away an append fails: the caller delivers without a
+//! position and this store remembers the stream; the first append that
+//! succeeds afterwards deletes the metadata of every remembered stream (so
+//! its next append starts a new epoch and no client elsewhere "recovers"
+//! a history lacking the unrecorded events).
+
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock};
+
+use parking_lot::Mutex;
+use redis::aio::ConnectionManager;
+use redis::{RedisError, Script, Value as RedisValue};
+
+use super::{Epoch, HistorySettings, LastValue, Meta, StreamPosition, Stored};
+use crate::ws::frame;
+
+/// KEYS: stream, meta, last values. ARGV: the message JSON up to the
+/// epoch's opening quote, MAXLEN, stream TTL ms, meta TTL ms, last-value
+/// TTL ms, a fresh epoch (used when the meta is missing), then pairs
+/// `S|E`, key of last-value changes. Returns `{epoch, offset}`.
+static APPEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local epoch = redis.call('HGET', KEYS[2], 'epoch')
+local top
+if not epoch then
+  epoch = ARGV[6]
+  top = 1
+  redis.call('DEL', KEYS[1], KEYS[3])
+  redis.call('HSET', KEYS[2], 'epoch', epoch, 'top', 1)
+else
+  top = redis.call('HINCRBY', KEYS[2], 'top', 1)
+end
+local message = ARGV[1] .. epoch .. '","offset":' .. top .. '}}'
+redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], '0-' .. top, 'm', message)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+local i = 7
+while ARGV[i] do
+  if ARGV[i] == 'S' then
+    redis.call('HSET', KEYS[3], ARGV[i + 1], message)
+  else
+    redis.call('HDEL', KEYS[3], ARGV[i + 1])
+  end
+  i = i + 2
+end
+if i > 7 then redis.call('PEXPIRE', KEYS[3], ARGV[5]) end
+return {epoch, top}
+"#,
+    )
+});
+
+fn keys(name: &str) -> [String; 3] {
+    [
+        format!("wsgate:s:{name}"),
+        format!("wsgate:m:{name}"),
+        format!("wsgate:lv:{name}"),
+    ]
+}
+
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+pub struct RedisStore {
+    commands: ConnectionManager,
+    settings: HistorySettings,
+    /// Streams that delivered unrecorded events while Redis was away.
+    unrecorded: Mutex<HashSet<Arc<str>>>,
+}
+
+impl RedisStore {
+    pub fn new(commands: ConnectionManager, settings: HistorySettings) -> RedisStore {
+        RedisStore {
+            commands,
+            settings,
+            unrecorded: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Appends an event whose frame `encode` builds for a position; `None`
+    /// when Redis did not take it (deliver it without a position).
+    pub async fn append(
+        &self,
+        name: &Arc<str>,
+        last_values: &[LastValue],
+        encode: &mut (dyn FnMut(&StreamPosition) -> Arc<[u8]> + Send),
+    ) -> Option<(StreamPosition, Arc<[u8]>)> {
+        // The position is the message's last field: encode once with a
+        // stand-in to learn the bytes before the epoch; the script adds the
+        // epoch and offset, and the same encoding of the real position gives
+        // the same bytes locally.
+        let probe = encode(&StreamPosition {
+            name: name.clone(),
+            epoch: Epoch(*b"00000000"),
+            offset: 0,
+        });
+        let payload = &probe[probe.len() - frame::payload_len(&probe)..];
+        let marker = b"\"epoch\":\"";
+        let cut = payload
+            .windows(marker.len())
+            .rposition(|w| w == marker)
+            .map(|at| at + marker.len())?;
+        let [stream_key, meta_key, lv_key] = keys(name);
+        let mut invocation = APPEND.prepare_invoke();
+        invocation
+            .key(&stream_key)
+            .key(&meta_key)
+            .key(&lv_key)
+            .arg(&payload[..cut])
+            .arg(self.settings.size)
+            .arg(millis(self.settings.ttl))
+            .arg(millis(self.settings.meta_ttl))
+            .arg(millis(self.settings.last_value_ttl))
+            .arg(Epoch::random().as_str());
+        for change in last_values {
+            match change {
+                LastValue::Store(key) => invocation.arg("S").arg(key),
+                LastValue::End(key) => invocation.arg("E").arg(key),
+            };
+        }
+        self.forget_unrecorded().await;
+        let mut commands = self.commands.clone();
+        let answer: Result<(String, u64), RedisError> =
+            invocation.invoke_async(&mut commands).await;
+        let (epoch, offset) = match answer {
+            Ok(answer) => answer,
+            Err(error) => {
+                tracing::debug!(%error, stream = %name, "history append failed");
+                self.unrecorded.lock().insert(name.clone());
+                return None;
+            }
+        };
+        let position = StreamPosition {
+            name: name.clone(),
+            epoch: Epoch::parse(&epoch)?,
+            offset,
+        };
+        let frame = encode(&position);
+        Some((position, frame))
+    }
+
+    /// Redis is reachable again (or still): drop the metadata of every
+    /// stream that went out unrecorded, so each gets a new epoch.
+    async fn forget_unrecorded(&self) {
+        let names: Vec<Arc<str>> = {
+            let set = self.unrecorded.lock();
+            if set.is_empty() {
+                return;
+            }
+            set.iter().cloned().collect()
+        };
+        let mut pipe = redis::pipe();
+        for name in &names {
+            let [stream_key, meta_key, lv_key] = keys(name);
+            pipe.del(&[stream_key, meta_key, lv_key]).ignore();
+        }
+        let mut commands = self.commands.clone();
+        if pipe.query_async::<()>(&mut commands).await.is_ok() {
+            let mut set = self.unrecorded.lock();
+            for name in &names {
+                set.remove(name);
+            }
+        }
+    }
+
+    /// The metadata and up to `limit` events from offset `from`, read in
+    /// one transaction. `Ok(None)`: no metadata.
+    pub async fn read(
+        &self,
+        name: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Option<(Meta, Vec<Stored>)>, RedisError> {
+        let [stream_key, meta_key, _] = keys(name);
+        let mut commands = self.commands.clone();
+        let (meta, first, range): (Vec<Option<String>>, RedisValue, RedisValue) = redis::pipe()
+            .atomic()
+            .cmd("HMGET")
+            .arg(&meta_key)
+            .arg("epoch")
+            .arg("top")
+            .cmd("XRANGE")
+            .arg(&stream_key)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .cmd("XRANGE")
+            .arg(&stream_key)
+            .arg(format!("0-{}", from.max(1)))
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit.max(1))
+            .query_async(&mut commands)
+            .await?;
+        let (Some(epoch), Some(top)) = (
+            meta.first().and_then(|e| e.as_deref()).and_then(Epoch::parse),
+            meta.get(1).and_then(|t| t.as_deref()?.parse::<u64>().ok()),
+        ) else {
+            return Ok(None);
+        };
+        let first = entries(first)
+            .first()
+            .map_or(top + 1, |stored| stored.offset);
+        let mut events = entries(range);
+        events.truncate(limit);
+        Ok(Some((Meta { epoch, top, first }, events)))
+    }
+
+    /// Drops the stream, its events and last values; `true` when it had
+    /// metadata.
+    pub async fn delete(&self, name: &str) -> Result<bool, RedisError> {
+        let [stream_key, meta_key, lv_key] = keys(name);
+        let mut commands = self.commands.clone();
+        let (had_meta, _): (bool, u64) = redis::pipe()
+            .atomic()
+            .exists(&meta_key)
+            .del(&[stream_key, meta_key, lv_key])
+            .query_async(&mut commands)
+            .await?;
+        Ok(had_meta)
+    }
+}
+
+/// The entries of an `XRANGE` answer as stored frames (an entry that is
+/// not ours is skipped).
+fn entries(answer: RedisValue) -> Vec<Stored> {
+    let RedisValue::Array(items) = answer else {
+        return Vec::new();
+    };
+    items
+        .into_iter()
+        .filter_map(|item| {
+            let RedisValue::Array(mut parts) = item else {
+                return None;
+            };
+            let fields = parts.pop()?;
+            let id: String = redis::from_redis_value(parts.pop()?).ok()?;
+            let offset = id.strip_prefix("0-")?.parse().ok()?;
+            let fields: Vec<Vec<u8>> = redis::from_redis_value(fields).ok()?;
+            let message = fields.get(1)?;
+            let frame: Arc<[u8]> =
+                Arc::from(frame::text_frame(|buf| buf.extend_from_slice(message)));
+            Some(Stored { offset, frame })
+        })
+        .collect()
+}
