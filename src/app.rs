@@ -107,6 +107,9 @@ impl Server {
         if let Some(store) = settings.history.store() {
             sweep_history(store.clone(), &tracker, shutdown.clone());
         }
+        if let History::Redis { store, .. } = &settings.history {
+            renew_unrecorded(store.clone(), &tracker, shutdown.clone());
+        }
         // Cluster mode: the Redis backplane links this node to the others;
         // otherwise a no-op, and nothing below runs any cluster code.
         let redis = match &config.redis_url {
@@ -275,6 +278,21 @@ fn sweep_history(store: Arc<dyn HistoryStore>, tracker: &TaskTracker, shutdown: 
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = every.tick() => store.sweep(),
+            }
+        }
+    });
+}
+
+/// Cluster mode: once a second, gives a new epoch to the streams that
+/// delivered unrecorded events while Redis was away (a no-op while there
+/// are none; retried while Redis is still away).
+fn renew_unrecorded(store: Arc<RedisStore>, tracker: &TaskTracker, shutdown: CancellationToken) {
+    tracker.spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = every.tick() => store.forget_unrecorded().await,
             }
         }
     });

@@ -17,12 +17,13 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
 use redis::{RedisError, Script, Value as RedisValue};
 
-use super::{Epoch, HistorySettings, LastValue, Meta, StreamPosition, Stored};
+use super::{Epoch, HistorySettings, LastValue, Meta, Stored, StreamPosition};
 use crate::ws::frame;
 
 /// KEYS: stream, meta, last values. ARGV: the message JSON up to the
@@ -61,6 +62,9 @@ return {epoch, top}
     )
 });
 
+/// How long a publish waits for its append before delivering unrecorded.
+const APPEND_TIMEOUT: Duration = Duration::from_millis(500);
+
 fn keys(name: &str) -> [String; 3] {
     [
         format!("wsgate:s:{name}"),
@@ -69,8 +73,10 @@ fn keys(name: &str) -> [String; 3] {
     ]
 }
 
-fn millis(duration: std::time::Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX).max(1)
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 pub struct RedisStore {
@@ -90,13 +96,20 @@ impl RedisStore {
     }
 
     /// Appends an event whose frame `encode` builds for a position; `None`
-    /// when Redis did not take it (deliver it without a position).
+    /// when Redis did not take it in time, or `reachable` says it is away
+    /// (deliver it without a position: a publish never waits on a Redis
+    /// that is gone).
     pub async fn append(
         &self,
         name: &Arc<str>,
         last_values: &[LastValue],
         encode: &mut (dyn FnMut(&StreamPosition) -> Arc<[u8]> + Send),
+        reachable: bool,
     ) -> Option<(StreamPosition, Arc<[u8]>)> {
+        if !reachable {
+            self.unrecorded.lock().insert(name.clone());
+            return None;
+        }
         // The position is the message's last field: encode once with a
         // stand-in to learn the bytes before the epoch; the script adds the
         // epoch and offset, and the same encoding of the real position gives
@@ -132,8 +145,14 @@ impl RedisStore {
         }
         self.forget_unrecorded().await;
         let mut commands = self.commands.clone();
-        let answer: Result<(String, u64), RedisError> =
-            invocation.invoke_async(&mut commands).await;
+        // A late answer may still have been recorded: the stream is then
+        // marked like any unrecorded one and gets a new epoch (never a
+        // history with a hole).
+        let answer = tokio::time::timeout(APPEND_TIMEOUT, invocation.invoke_async(&mut commands));
+        let answer: Result<(String, u64), String> = match answer.await {
+            Ok(answer) => answer.map_err(|e| e.to_string()),
+            Err(_) => Err("timed out".to_owned()),
+        };
         let (epoch, offset) = match answer {
             Ok(answer) => answer,
             Err(error) => {
@@ -153,7 +172,7 @@ impl RedisStore {
 
     /// Redis is reachable again (or still): drop the metadata of every
     /// stream that went out unrecorded, so each gets a new epoch.
-    async fn forget_unrecorded(&self) {
+    pub async fn forget_unrecorded(&self) {
         let names: Vec<Arc<str>> = {
             let set = self.unrecorded.lock();
             if set.is_empty() {
@@ -206,7 +225,9 @@ impl RedisStore {
             .query_async(&mut commands)
             .await?;
         let (Some(epoch), Some(top)) = (
-            meta.first().and_then(|e| e.as_deref()).and_then(Epoch::parse),
+            meta.first()
+                .and_then(|e| e.as_deref())
+                .and_then(Epoch::parse),
             meta.get(1).and_then(|t| t.as_deref()?.parse::<u64>().ok()),
         ) else {
             return Ok(None);

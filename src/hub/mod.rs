@@ -70,6 +70,8 @@ const STRIPES: usize = 64;
 /// changes.
 struct Recording<'a> {
     store: Store<'a>,
+    /// Cluster mode: whether the backplane reaches Redis right now.
+    reachable: bool,
     last_values: Vec<LastValue>,
 }
 
@@ -79,7 +81,12 @@ enum Store<'a> {
 }
 
 impl<'a> Recording<'a> {
-    fn of(history: &'a History, event: Event, data: &Value) -> Option<Recording<'a>> {
+    fn of(
+        history: &'a History,
+        event: Event,
+        data: &Value,
+        reachable: bool,
+    ) -> Option<Recording<'a>> {
         let store = match history {
             History::Store { store, .. } => Store::Memory(store),
             History::Redis { store, .. } => Store::Redis(store),
@@ -87,6 +94,7 @@ impl<'a> Recording<'a> {
         };
         Some(Recording {
             store,
+            reachable,
             last_values: LastValue::of(history.last_value_rules(), event.as_str(), data),
         })
     }
@@ -101,7 +109,11 @@ impl<'a> Recording<'a> {
     ) -> Option<Recorded> {
         let (position, frame) = match self.store {
             Store::Memory(store) => store.append(name, &self.last_values, &mut encode),
-            Store::Redis(store) => store.append(name, &self.last_values, &mut encode).await?,
+            Store::Redis(store) => {
+                store
+                    .append(name, &self.last_values, &mut encode, self.reachable)
+                    .await?
+            }
         };
         metrics.history_appended(kind);
         Some(Recorded { frame, position })
@@ -246,7 +258,8 @@ impl Hub {
         }
         let frame: Arc<[u8]> = Arc::from(message.frame);
         let mut per_shard = self.split_target(event, &target);
-        let recording = Recording::of(&self.history, event, data);
+        let reachable = self.backplane.state() != BackplaneState::Down;
+        let recording = Recording::of(&self.history, event, data, reachable);
         // Appends to one stream and the hand-over of their frames to the
         // shards happen under that stream's stripe, so every shard gets a
         // stream's events in offset order (a connection then never sees an

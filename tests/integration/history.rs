@@ -631,7 +631,12 @@ fn history_size_0_is_v1() {
     // v1's three, then only what SPEC-v2 §1 lists always (no recovery).
     assert_eq!(
         c.established["data"]["features"],
-        json!(["heartbeat", "subscriptions", "rate_limiting", "token_refresh"])
+        json!([
+            "heartbeat",
+            "subscriptions",
+            "rate_limiting",
+            "token_refresh"
+        ])
     );
     c.send_json(&json!({"type": "subscribe", "data": {"events": ["file.ready"]}}));
     let confirmed = next_of(&mut c, "subscription.confirmed");
