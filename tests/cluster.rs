@@ -956,3 +956,44 @@ fn connection_recovery_is_unavailable_in_cluster_mode_for_now() {
         json!({"recovered": false, "reason": "UNAVAILABLE", "epoch": null, "offset": 0, "replayed": 0})
     );
 }
+
+/// How many `XRANGE` commands Redis has run.
+fn xrange_calls(redis: &RedisServer) -> u64 {
+    let info = redis.command("INFO commandstats").unwrap_or_default();
+    info.lines()
+        .find_map(|line| line.strip_prefix("cmdstat_xrange:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Identical concurrent reads of one stream range cost one Redis round
+/// trip: with Redis paused, eight reads of the same range wait for the
+/// first one's answer (one transaction: two `XRANGE`s).
+#[test]
+fn identical_concurrent_stream_reads_are_coalesced() {
+    let cluster = Cluster::start(1, &[]);
+    let node = &cluster.nodes[0];
+    let (epoch, _) = at(&publish_to(node, "u", "file.ready").1);
+    let before = xrange_calls(&cluster.redis);
+    assert!(cluster
+        .redis
+        .command("CLIENT PAUSE 700 ALL")
+        .is_some_and(|r| r.starts_with("+OK")));
+    let answers: Vec<Value> = std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| node.api_get("/api/v1/streams/user%3Au").json))
+            .collect();
+        readers
+            .into_iter()
+            .map(|r| r.join().expect("reader"))
+            .collect()
+    });
+    for answer in &answers {
+        assert_eq!(answer["epoch"], epoch.as_str(), "{answer}");
+        assert_eq!(answer["events"].as_array().map(Vec::len), Some(1));
+    }
+    let calls = xrange_calls(&cluster.redis) - before;
+    // One read (2 XRANGEs), allowing one straggler that came after it.
+    assert!(calls <= 4, "{calls} XRANGEs for 8 identical reads");
+}

@@ -15,13 +15,14 @@
 //! its next append starts a new epoch and no client elsewhere "recovers"
 //! a history lacking the unrecorded events).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
 use redis::{RedisError, Script, Value as RedisValue};
+use tokio::sync::oneshot;
 
 use super::{Epoch, HistorySettings, LastValue, Meta, Stored, StreamPosition};
 use crate::ws::frame;
@@ -79,11 +80,46 @@ fn millis(duration: Duration) -> u64 {
         .max(1)
 }
 
+/// What a read gives (shared by every caller of a coalesced read).
+pub type ReadAnswer = Result<Option<(Meta, Vec<Stored>)>, Arc<RedisError>>;
+
+/// A read's identity: identical concurrent reads share one round trip.
+type ReadKey = (Box<str>, u64, usize);
+
 pub struct RedisStore {
     commands: ConnectionManager,
     settings: HistorySettings,
     /// Streams that delivered unrecorded events while Redis was away.
     unrecorded: Mutex<HashSet<Arc<str>>>,
+    /// Reads in flight and who else waits for each (bounded by the
+    /// callers: each waits for its own answer).
+    in_flight: Mutex<HashMap<ReadKey, Vec<oneshot::Sender<ReadAnswer>>>>,
+}
+
+/// Takes a coalesced read's entry out when the leader finishes or is
+/// dropped (its waiters then see a closed channel and read themselves).
+struct Leader<'a> {
+    store: &'a RedisStore,
+    key: Option<ReadKey>,
+}
+
+impl Leader<'_> {
+    fn finish(mut self, answer: &ReadAnswer) {
+        if let Some(key) = self.key.take() {
+            let waiters = self.store.in_flight.lock().remove(&key);
+            for waiter in waiters.into_iter().flatten() {
+                let _ = waiter.send(answer.clone());
+            }
+        }
+    }
+}
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.store.in_flight.lock().remove(&key);
+        }
+    }
 }
 
 impl RedisStore {
@@ -92,6 +128,7 @@ impl RedisStore {
             commands,
             settings,
             unrecorded: Mutex::new(HashSet::new()),
+            in_flight: Mutex::new(HashMap::new()),
         }
     }
 
@@ -195,8 +232,40 @@ impl RedisStore {
     }
 
     /// The metadata and up to `limit` events from offset `from`, read in
-    /// one transaction. `Ok(None)`: no metadata.
-    pub async fn read(
+    /// one transaction. `Ok(None)`: no metadata. A read identical to one in
+    /// flight waits for that one's answer instead of asking Redis again.
+    pub async fn read(&self, name: &str, from: u64, limit: usize) -> ReadAnswer {
+        let key: ReadKey = (name.into(), from, limit);
+        let waiting = {
+            let mut in_flight = self.in_flight.lock();
+            match in_flight.get_mut(&key) {
+                Some(waiters) => {
+                    let (tell, answer) = oneshot::channel();
+                    waiters.push(tell);
+                    Some(answer)
+                }
+                None => {
+                    in_flight.insert(key.clone(), Vec::new());
+                    None
+                }
+            }
+        };
+        if let Some(answer) = waiting {
+            if let Ok(answer) = answer.await {
+                return answer;
+            }
+            return self.read_once(name, from, limit).await.map_err(Arc::new);
+        }
+        let leader = Leader {
+            store: self,
+            key: Some(key),
+        };
+        let answer = self.read_once(name, from, limit).await.map_err(Arc::new);
+        leader.finish(&answer);
+        answer
+    }
+
+    async fn read_once(
         &self,
         name: &str,
         from: u64,

@@ -35,7 +35,7 @@ enum Store<'a> {
     Redis(&'a RedisStore),
 }
 
-fn redis_unavailable(error: redis::RedisError) -> ApiError {
+fn redis_unavailable(error: impl std::fmt::Display) -> ApiError {
     ApiError::new(
         ErrorCode::Unavailable,
         format!("history is unavailable while Redis is: {error}"),
