@@ -687,6 +687,10 @@ fn a_full_backplane_queue_drops_by_bytes_and_counts() {
             "8192",
             "--connection-timeout",
             "60s",
+            // The backplane queue alone: a recorded publish would wait for
+            // its append (up to 500 ms) while Redis holds writes.
+            "--history-size",
+            "0",
         ],
     );
     let [a, b] = &cluster.nodes[..] else {
