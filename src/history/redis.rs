@@ -13,9 +13,10 @@
 //! position and this store remembers the stream; the first append that
 //! succeeds afterwards deletes the metadata of every remembered stream (so
 //! its next append starts a new epoch and no client elsewhere "recovers"
-//! a history lacking the unrecorded events).
+//! a history lacking the unrecorded events). The memory of such streams is
+//! bounded: past it, every stream's metadata is deleted instead.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -80,6 +81,35 @@ fn millis(duration: Duration) -> u64 {
         .max(1)
 }
 
+/// Streams remembered at most; past it every stream is renewed instead.
+const MAX_UNRECORDED: usize = 100_000;
+/// Streams renewed per `DEL` pipeline.
+const RENEW_BATCH: usize = 1024;
+
+/// The streams to renew, each with the mark of its last unrecorded
+/// delivery (so a stream marked again during a renewal stays listed).
+#[derive(Default)]
+struct Unrecorded {
+    names: HashMap<Arc<str>, u64>,
+    marks: u64,
+    /// More than [`MAX_UNRECORDED`] streams: renew them all.
+    overflowed: bool,
+    /// The mark of the last delivery that did not fit.
+    overflowed_at: u64,
+}
+
+impl Unrecorded {
+    fn mark(&mut self, name: &Arc<str>) {
+        self.marks += 1;
+        if self.names.len() >= MAX_UNRECORDED && !self.names.contains_key(name) {
+            self.overflowed = true;
+            self.overflowed_at = self.marks;
+            return;
+        }
+        self.names.insert(name.clone(), self.marks);
+    }
+}
+
 /// What a read gives (shared by every caller of a coalesced read).
 pub type ReadAnswer = Result<Option<(Meta, Vec<Stored>)>, Arc<RedisError>>;
 
@@ -90,7 +120,7 @@ pub struct RedisStore {
     commands: ConnectionManager,
     settings: HistorySettings,
     /// Streams that delivered unrecorded events while Redis was away.
-    unrecorded: Mutex<HashSet<Arc<str>>>,
+    unrecorded: Mutex<Unrecorded>,
     /// Reads in flight and who else waits for each (bounded by the
     /// callers: each waits for its own answer).
     in_flight: Mutex<HashMap<ReadKey, Vec<oneshot::Sender<ReadAnswer>>>>,
@@ -127,7 +157,7 @@ impl RedisStore {
         RedisStore {
             commands,
             settings,
-            unrecorded: Mutex::new(HashSet::new()),
+            unrecorded: Mutex::new(Unrecorded::default()),
             in_flight: Mutex::new(HashMap::new()),
         }
     }
@@ -144,7 +174,7 @@ impl RedisStore {
         reachable: bool,
     ) -> Option<(StreamPosition, Arc<[u8]>)> {
         if !reachable {
-            self.unrecorded.lock().insert(name.clone());
+            self.unrecorded.lock().mark(name);
             return None;
         }
         // The position is the message's last field: encode once with a
@@ -194,40 +224,91 @@ impl RedisStore {
             Ok(answer) => answer,
             Err(error) => {
                 tracing::debug!(%error, stream = %name, "history append failed");
-                self.unrecorded.lock().insert(name.clone());
+                self.unrecorded.lock().mark(name);
                 return None;
             }
         };
+        let Some(epoch) = Epoch::parse(&epoch) else {
+            // Not an epoch of ours (written by hand?): renew it.
+            self.unrecorded.lock().mark(name);
+            return None;
+        };
         let position = StreamPosition {
             name: name.clone(),
-            epoch: Epoch::parse(&epoch)?,
+            epoch,
             offset,
         };
         let frame = encode(&position);
         Some((position, frame))
     }
 
-    /// Redis is reachable again (or still): drop the metadata of every
-    /// stream that went out unrecorded, so each gets a new epoch.
+    /// Redis is reachable again (or still): drop the keys of every stream
+    /// that went out unrecorded (up to [`RENEW_BATCH`] per call), so each
+    /// gets a new epoch; after an overflow, the metadata of every stream.
     pub async fn forget_unrecorded(&self) {
-        let names: Vec<Arc<str>> = {
-            let set = self.unrecorded.lock();
-            if set.is_empty() {
+        let (names, everything, marks) = {
+            let unrecorded = self.unrecorded.lock();
+            if unrecorded.names.is_empty() && !unrecorded.overflowed {
                 return;
             }
-            set.iter().cloned().collect()
+            let names: Vec<(Arc<str>, u64)> = unrecorded
+                .names
+                .iter()
+                .take(RENEW_BATCH)
+                .map(|(name, mark)| (name.clone(), *mark))
+                .collect();
+            (names, unrecorded.overflowed, unrecorded.marks)
         };
+        let mut commands = self.commands.clone();
+        if everything {
+            if self.forget_every_meta().await.is_ok() {
+                let mut unrecorded = self.unrecorded.lock();
+                unrecorded.overflowed = unrecorded.overflowed_at > marks;
+                unrecorded.names.retain(|_, mark| *mark > marks);
+            }
+            return;
+        }
         let mut pipe = redis::pipe();
-        for name in &names {
+        for (name, _) in &names {
             let [stream_key, meta_key, lv_key] = keys(name);
             pipe.del(&[stream_key, meta_key, lv_key]).ignore();
         }
-        let mut commands = self.commands.clone();
         if pipe.query_async::<()>(&mut commands).await.is_ok() {
-            let mut set = self.unrecorded.lock();
-            for name in &names {
-                set.remove(name);
+            let mut unrecorded = self.unrecorded.lock();
+            for (name, mark) in &names {
+                // Marked again meanwhile: that delivery may postdate the
+                // DEL, so the stream is renewed once more.
+                if unrecorded.names.get(name) == Some(mark) {
+                    unrecorded.names.remove(name);
+                }
             }
+        }
+    }
+
+    /// Deletes every stream's metadata (`SCAN` + `DEL`): each gets a new
+    /// epoch at its next append (whose script drops its events then).
+    async fn forget_every_meta(&self) -> Result<(), RedisError> {
+        let mut commands = self.commands.clone();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg("wsgate:m:*")
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut commands)
+                .await?;
+            if !found.is_empty() {
+                redis::cmd("DEL")
+                    .arg(&found)
+                    .query_async::<()>(&mut commands)
+                    .await?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
         }
     }
 
