@@ -428,3 +428,33 @@ fn entries(answer: RedisValue) -> Vec<Stored> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unrecorded_streams_are_bounded_and_overflow_renews_everything() {
+        let mut unrecorded = Unrecorded::default();
+        let first: Arc<str> = Arc::from("user:0");
+        unrecorded.mark(&first);
+        unrecorded.mark(&first);
+        assert_eq!(unrecorded.names.len(), 1);
+        assert_eq!(
+            unrecorded.names.get(&first),
+            Some(&2),
+            "the last mark counts"
+        );
+        for i in 1..MAX_UNRECORDED {
+            unrecorded.mark(&Arc::from(format!("user:{i}")));
+        }
+        assert!(!unrecorded.overflowed);
+        // A listed stream still fits; a new one past the bound overflows.
+        unrecorded.mark(&first);
+        assert!(!unrecorded.overflowed);
+        unrecorded.mark(&Arc::from("one too many"));
+        assert!(unrecorded.overflowed);
+        assert_eq!(unrecorded.names.len(), MAX_UNRECORDED);
+        assert_eq!(unrecorded.overflowed_at, unrecorded.marks);
+    }
+}
