@@ -252,7 +252,11 @@ fn history(config: &Config, metrics: &Arc<Metrics>) -> History {
             .and_then(|client| crate::cluster::redis::command_connection(&client));
         return match commands {
             Ok(commands) => History::Redis {
-                store: Arc::new(RedisStore::new(commands, settings.clone())),
+                store: Arc::new(RedisStore::new(
+                    commands,
+                    crate::cluster::redis::CHANNEL.to_owned(),
+                    settings.clone(),
+                )),
                 max_recovery: config.history.recovery_max_events,
                 last_value_rules: config.history.last_value_rules.clone().into(),
             },

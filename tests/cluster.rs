@@ -730,7 +730,14 @@ fn a_node_cut_off_from_redis_counts_what_it_missed() {
     let redis = RedisServer::start();
     redis.command("ACL SETUSER cut on >pw ~* &* +@all");
     let secret = random_string(32);
-    let a = start_node(&redis, &secret, &format!("pub-{}", random_string(4)), &[]);
+    // The writer's numbering: recorded events (history on) travel in the
+    // append script's PUBLISH, unnumbered (docs/CLUSTER.md, "History").
+    let a = start_node(
+        &redis,
+        &secret,
+        &format!("pub-{}", random_string(4)),
+        &["--history-size", "0"],
+    );
     let b = TestServer::builder()
         .secret(&secret)
         .args(&[
@@ -738,6 +745,8 @@ fn a_node_cut_off_from_redis_counts_what_it_missed() {
             &format!("redis://cut:pw@127.0.0.1:{}/0", redis.port()),
             "--node-id",
             &format!("cut-{}", random_string(4)),
+            "--history-size",
+            "0",
         ])
         .start();
     wait_joined(&a);
@@ -789,6 +798,45 @@ fn at(position: &Option<Value>) -> (String, u64) {
         p["epoch"].as_str().expect("epoch").to_owned(),
         p["offset"].as_u64().expect("offset"),
     )
+}
+
+/// The append script publishes each recorded event with its position: a
+/// client on any node gets every event of a stream once, with `stream`, in
+/// offset order, whichever node published it (a node's own echo is not
+/// delivered twice).
+#[test]
+fn recorded_events_reach_every_node_with_their_position_in_offset_order() {
+    let cluster = Cluster::start(2, &[]);
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let mut on_a = a.ws("watcher-a");
+    let mut on_b = b.ws("watcher-b");
+    let mut user_on_b = b.ws("u");
+    let mut sent = Vec::new();
+    for (i, node) in [a, b, a, a, b, b].into_iter().enumerate() {
+        let answer = node.api_post(
+            "/api/v1/events",
+            &json!({"type": "system.notification", "data": {"i": i}, "all": true}),
+        );
+        let id = answer.json["id"].as_str().expect("id").to_owned();
+        let position = answer.json["streams"][0].clone();
+        assert_eq!(position["name"], "broadcast", "{}", answer.text);
+        assert_eq!(position["offset"], i as u64 + 1, "{}", answer.text);
+        sent.push((id, position));
+    }
+    for client in [&mut on_a, &mut on_b, &mut user_on_b] {
+        for (id, position) in &sent {
+            let m = expect_next(client, "system.notification", id);
+            assert_eq!(&m["stream"], position, "{m}");
+        }
+    }
+    // A user's stream: published on A, delivered on B with its position.
+    let (id, position) = publish_to(a, "u", "file.ready");
+    let m = expect_next(&mut user_on_b, "file.ready", &id);
+    assert_eq!(Some(m["stream"].clone()), position, "{m}");
+    // Nothing more: no echo, no second copy through the writer.
+    barrier(a, &mut user_on_b);
+    barrier(b, &mut on_a);
+    barrier(a, &mut on_b);
 }
 
 /// Cluster history on Redis (SPEC-v2 §2.6): appends from any node share one

@@ -30,8 +30,10 @@ use crate::ws::frame;
 
 /// KEYS: stream, meta, last values. ARGV: the message JSON up to the
 /// epoch's opening quote, MAXLEN, stream TTL ms, meta TTL ms, last-value
-/// TTL ms, a fresh epoch (used when the meta is missing), then pairs
-/// `S|E`, key of last-value changes. Returns `{epoch, offset}`.
+/// TTL ms, a fresh epoch (used when the meta is missing), the channel and
+/// the backplane message up to its `message` string (empty: no
+/// `PUBLISH`), then pairs `S|E`, key of last-value changes. Returns
+/// `{epoch, offset}`.
 static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -49,7 +51,10 @@ local message = ARGV[1] .. epoch .. '","offset":' .. top .. '}}'
 redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], '0-' .. top, 'm', message)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
-local i = 7
+if ARGV[8] ~= '' then
+  redis.call('PUBLISH', ARGV[7], ARGV[8] .. cjson.encode(message) .. '}')
+end
+local i = 9
 while ARGV[i] do
   if ARGV[i] == 'S' then
     redis.call('HSET', KEYS[3], ARGV[i + 1], message)
@@ -58,7 +63,7 @@ while ARGV[i] do
   end
   i = i + 2
 end
-if i > 7 then redis.call('PEXPIRE', KEYS[3], ARGV[5]) end
+if i > 9 then redis.call('PEXPIRE', KEYS[3], ARGV[5]) end
 return {epoch, top}
 "#,
     )
@@ -118,6 +123,8 @@ type ReadKey = (Box<str>, u64, usize);
 
 pub struct RedisStore {
     commands: ConnectionManager,
+    /// The backplane channel the script publishes recorded events on.
+    channel: String,
     settings: HistorySettings,
     /// Streams that delivered unrecorded events while Redis was away.
     unrecorded: Mutex<Unrecorded>,
@@ -153,9 +160,14 @@ impl Drop for Leader<'_> {
 }
 
 impl RedisStore {
-    pub fn new(commands: ConnectionManager, settings: HistorySettings) -> RedisStore {
+    pub fn new(
+        commands: ConnectionManager,
+        channel: String,
+        settings: HistorySettings,
+    ) -> RedisStore {
         RedisStore {
             commands,
+            channel,
             settings,
             unrecorded: Mutex::new(Unrecorded::default()),
             in_flight: Mutex::new(HashMap::new()),
@@ -165,13 +177,16 @@ impl RedisStore {
     /// Appends an event whose frame `encode` builds for a position; `None`
     /// when Redis did not take it in time, or `reachable` says it is away
     /// (deliver it without a position: a publish never waits on a Redis
-    /// that is gone).
+    /// that is gone). `announce`: the backplane message up to its
+    /// `"message":` (the script `PUBLISH`es it with the message as a JSON
+    /// string, so every node gets a stream's events in offset order).
     pub async fn append(
         &self,
         name: &Arc<str>,
         last_values: &[LastValue],
         encode: &mut (dyn FnMut(&StreamPosition) -> Arc<[u8]> + Send),
         reachable: bool,
+        announce: Option<&str>,
     ) -> Option<(StreamPosition, Arc<[u8]>)> {
         if !reachable {
             self.unrecorded.lock().mark(name);
@@ -203,7 +218,9 @@ impl RedisStore {
             .arg(millis(self.settings.ttl))
             .arg(millis(self.settings.meta_ttl))
             .arg(millis(self.settings.last_value_ttl))
-            .arg(Epoch::random().as_str());
+            .arg(Epoch::random().as_str())
+            .arg(&self.channel)
+            .arg(announce.unwrap_or(""));
         for change in last_values {
             match change {
                 LastValue::Store(key) => invocation.arg("S").arg(key),

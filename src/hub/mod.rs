@@ -30,7 +30,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::address::{node_tag, ConnId, Target};
-use crate::cluster::{Backplane, BackplaneState, OutboundEvent};
+use crate::cluster::{wire, Backplane, BackplaneState, OutboundEvent};
 use crate::connection::ConnectionInfo;
 use crate::history::{self, History, HistoryStore, LastValue, RedisStore, StreamPosition};
 use crate::limits::Admission;
@@ -100,18 +100,22 @@ impl<'a> Recording<'a> {
     }
 
     /// `None`: not recorded (Redis away), delivered without a position.
+    /// `announce`: cluster mode, the backplane message the append script
+    /// publishes the event in (see `cluster::wire::recorded_prefix`).
     async fn append(
         &self,
         name: &Arc<str>,
         kind: AppendKind,
         metrics: &Metrics,
         mut encode: impl FnMut(&StreamPosition) -> Arc<[u8]> + Send,
+        announce: Option<&str>,
     ) -> Option<Recorded> {
         let (position, frame) = match self.store {
             Store::Memory(store) => store.append(name, &self.last_values, &mut encode),
             Store::Redis(store) => {
+                let reachable = self.reachable;
                 store
-                    .append(name, &self.last_values, &mut encode, self.reachable)
+                    .append(name, &self.last_values, &mut encode, reachable, announce)
                     .await?
             }
         };
@@ -271,6 +275,12 @@ impl Hub {
         };
         let mut streams = Vec::new();
         let mut shared = None;
+        // Cluster history: the append script publishes each recorded event
+        // to the other nodes (so they get a stream in offset order); the
+        // backplane writer carries only what was not announced that way.
+        let announcing = matches!(self.history, History::Redis { .. });
+        let mut announced = false;
+        let mut unannounced_users: Vec<String> = Vec::new();
         if let Some(recording) = &recording {
             let encode = |position: &StreamPosition| -> Arc<[u8]> {
                 Arc::from(encode_recorded(
@@ -287,24 +297,47 @@ impl Hub {
                         Target::All => (Arc::from(history::BROADCAST), AppendKind::Broadcast),
                         _ => (history::event_stream(event.as_str()), AppendKind::Event),
                     };
-                    let recorded = recording.append(&name, kind, &self.metrics, encode).await;
+                    let announce =
+                        announcing.then(|| wire::recorded_prefix(&self.node_id, &target));
+                    let recorded = recording
+                        .append(&name, kind, &self.metrics, encode, announce.as_deref())
+                        .await;
                     if let Some(recorded) = &recorded {
                         streams.push(recorded.position.clone());
+                        announced = announcing;
                     }
                     shared = recorded;
                 }
-                Target::Selected { .. } => {
+                Target::Selected { connections, .. } => {
+                    // Listed connections go the writer's way with the users
+                    // (each connection once), so nothing is announced then.
+                    let announcing = announcing && connections.is_empty();
+                    announced = announcing;
                     for (_, shard_target) in per_shard.iter_mut() {
                         let ShardTarget::Selected { users, .. } = shard_target else {
                             continue;
                         };
                         for user in users {
                             let name = history::user_stream(&user.user);
+                            let announce = announcing.then(|| {
+                                let only = Target::Selected {
+                                    users: vec![user.user.to_string()],
+                                    connections: Vec::new(),
+                                };
+                                wire::recorded_prefix(&self.node_id, &only)
+                            });
                             let recorded = recording
-                                .append(&name, AppendKind::User, &self.metrics, encode)
+                                .append(
+                                    &name,
+                                    AppendKind::User,
+                                    &self.metrics,
+                                    encode,
+                                    announce.as_deref(),
+                                )
                                 .await;
-                            if let Some(recorded) = &recorded {
-                                streams.push(recorded.position.clone());
+                            match &recorded {
+                                Some(recorded) => streams.push(recorded.position.clone()),
+                                None => unannounced_users.push(user.user.to_string()),
                             }
                             user.recorded = recorded;
                         }
@@ -331,13 +364,25 @@ impl Hub {
             pending.push(receive);
         }
         drop(stripes);
-        if !self.backplane.is_local() {
+        let rest;
+        let to_others = match (&target, announced) {
+            (_, false) => Some(&target),
+            (Target::Selected { .. }, true) if !unannounced_users.is_empty() => {
+                rest = Target::Selected {
+                    users: unannounced_users,
+                    connections: Vec::new(),
+                };
+                Some(&rest)
+            }
+            (_, true) => None,
+        };
+        if let (Some(target), false) = (to_others, self.backplane.is_local()) {
             self.backplane.publish(&OutboundEvent {
                 id: &message.id,
                 timestamp: &timestamp,
                 event,
                 data,
-                target: &target,
+                target,
             });
         }
         let mut delivered = 0;
