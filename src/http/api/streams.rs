@@ -51,7 +51,7 @@ fn store(state: &AppState) -> Result<Store<'_>, ApiError> {
         )),
         History::Unavailable => Err(ApiError::new(
             ErrorCode::Unavailable,
-            "history is not available in cluster mode on this version",
+            "cluster history is unavailable (the Redis URL did not parse)",
         )),
     }
 }
