@@ -248,6 +248,9 @@ fn history(config: &Config, metrics: &Arc<Metrics>) -> History {
         return History::Disabled;
     };
     if let Some(url) = &config.redis_url {
+        if !config.history.cluster {
+            return History::Unavailable;
+        }
         let commands = redis::Client::open(url.as_str())
             .and_then(|client| crate::cluster::redis::command_connection(&client));
         return match commands {

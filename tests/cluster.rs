@@ -806,7 +806,7 @@ fn at(position: &Option<Value>) -> (String, u64) {
 /// delivered twice).
 #[test]
 fn recorded_events_reach_every_node_with_their_position_in_offset_order() {
-    let cluster = Cluster::start(2, &[]);
+    let cluster = Cluster::start(2, &["--cluster-history"]);
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
     let mut on_a = a.ws("watcher-a");
     let mut on_b = b.ws("watcher-b");
@@ -845,7 +845,7 @@ fn recorded_events_reach_every_node_with_their_position_in_offset_order() {
 /// DELETE on another node starts a new epoch.
 #[test]
 fn cluster_history_appends_on_redis_and_every_node_reads_it() {
-    let cluster = Cluster::start(2, &["--history-size", "3"]);
+    let cluster = Cluster::start(2, &["--cluster-history", "--history-size", "3"]);
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
     let mut on_a = a.ws("u");
     let mut ids = Vec::new();
@@ -917,7 +917,7 @@ fn cluster_history_appends_on_redis_and_every_node_reads_it() {
 /// `FLUSHALL` loses every stream: the old position is `EPOCH_CHANGED`.
 #[test]
 fn flushall_gives_epoch_changed_in_cluster_mode() {
-    let cluster = Cluster::start(2, &[]);
+    let cluster = Cluster::start(2, &["--cluster-history"]);
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
     let (epoch, _) = at(&publish_to(a, "u", "file.ready").1);
     assert!(cluster
@@ -939,7 +939,7 @@ fn flushall_gives_epoch_changed_in_cluster_mode() {
 /// its own.
 #[test]
 fn streams_delivered_unrecorded_while_redis_was_away_get_a_new_epoch() {
-    let mut cluster = Cluster::start(2, &[]);
+    let mut cluster = Cluster::start(2, &["--cluster-history"]);
     let mut on_a = cluster.nodes[0].ws("u");
     let (epoch_u, _) = at(&publish_to(&cluster.nodes[0], "u", "file.ready").1);
     on_a.recv_json();
@@ -993,7 +993,7 @@ fn streams_delivered_unrecorded_while_redis_was_away_get_a_new_epoch() {
 /// "History").
 #[test]
 fn connection_recovery_is_unavailable_in_cluster_mode_for_now() {
-    let cluster = Cluster::start(2, &[]);
+    let cluster = Cluster::start(2, &["--cluster-history"]);
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
     let (epoch, _) = at(&publish_to(a, "u", "file.ready").1);
     let mut resuming =
@@ -1024,7 +1024,7 @@ fn xrange_calls(redis: &RedisServer) -> u64 {
 /// first one's answer (one transaction: two `XRANGE`s).
 #[test]
 fn identical_concurrent_stream_reads_are_coalesced() {
-    let cluster = Cluster::start(1, &[]);
+    let cluster = Cluster::start(1, &["--cluster-history"]);
     let node = &cluster.nodes[0];
     let (epoch, _) = at(&publish_to(node, "u", "file.ready").1);
     let before = xrange_calls(&cluster.redis);
@@ -1048,4 +1048,35 @@ fn identical_concurrent_stream_reads_are_coalesced() {
     let calls = xrange_calls(&cluster.redis) - before;
     // One read (2 XRANGEs), allowing one straggler that came after it.
     assert!(calls <= 4, "{calls} XRANGEs for 8 identical reads");
+}
+
+/// Without `--cluster-history` (the default), cluster mode records nothing:
+/// no positions, recovery UNAVAILABLE, the streams API 503.
+#[test]
+fn without_cluster_history_cluster_mode_records_nothing() {
+    let cluster = Cluster::start(2, &[]);
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let mut client = b.ws("u");
+    let answer = a.api_post(
+        "/api/v1/events",
+        &json!({"type": "file.ready", "data": {}, "users": ["u"]}),
+    );
+    assert_eq!(answer.json["streams"], json!([]), "{}", answer.text);
+    let id = answer.json["id"].as_str().expect("id").to_owned();
+    let m = expect_next(&mut client, "file.ready", &id);
+    assert!(m.get("stream").is_none(), "{m}");
+
+    let mut resuming =
+        WsClient::connect_with_query(b.addr(), TokenVia::Path, &b.token("u"), "resume=1");
+    resuming.send_json(&json!({"type": "resume",
+        "data": {"user": {"epoch": "AAAAAAAA", "offset": 1}}}));
+    let resumed = resuming.recv_json();
+    assert_eq!(resumed["type"], "resumed", "{resumed}");
+    assert_eq!(resumed["data"]["recovered"], false);
+    assert_eq!(
+        resumed["data"]["streams"]["user:u"],
+        json!({"recovered": false, "reason": "UNAVAILABLE", "epoch": null, "offset": 0, "replayed": 0})
+    );
+    a.api_get("/api/v1/streams/user%3Au")
+        .expect_error(503, "UNAVAILABLE");
 }
