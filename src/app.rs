@@ -15,7 +15,7 @@ use crate::cluster::redis::{NodeIdTaken, RedisBackplane, RedisSettings};
 use crate::cluster::{Backplane, LocalBackplane};
 use crate::config::Config;
 use crate::gateway::Gateway;
-use crate::history::{History, HistoryStore, MemoryStore};
+use crate::history::{History, HistoryStore, MemoryStore, RedisStore};
 use crate::http::AppState;
 use crate::hub::shard::{ShardSettings, ShardShared};
 use crate::hub::Hub;
@@ -108,6 +108,9 @@ impl Server {
         };
         if let Some(store) = settings.history.store() {
             sweep_history(store.clone(), &tracker, shutdown.clone());
+        }
+        if let History::Redis { store, .. } = &settings.history {
+            renew_unrecorded(store.clone(), &tracker, shutdown.clone());
         }
         // Cluster mode: the Redis backplane links this node to the others;
         // otherwise a no-op, and nothing below runs any cluster code.
@@ -242,14 +245,34 @@ impl Server {
     }
 }
 
-/// This node's history: in memory on a single node; in cluster mode not
-/// built yet, so `Unavailable` (docs/PROTOCOL.md, "History").
+/// This node's history: in memory on a single node, on Redis in cluster
+/// mode (docs/CLUSTER.md, "History"); `Unavailable` if the Redis URL does
+/// not even parse (the backplane then refuses it too).
 fn history(config: &Config, metrics: &Arc<Metrics>) -> History {
     let Some(settings) = &config.history.store else {
         return History::Disabled;
     };
-    if config.redis_url.is_some() {
-        return History::Unavailable;
+    if let Some(url) = &config.redis_url {
+        if !config.history.cluster {
+            return History::Unavailable;
+        }
+        let commands = redis::Client::open(url.as_str())
+            .and_then(|client| crate::cluster::redis::command_connection(&client));
+        return match commands {
+            Ok(commands) => History::Redis {
+                store: Arc::new(RedisStore::new(
+                    commands,
+                    crate::cluster::redis::CHANNEL.to_owned(),
+                    settings.clone(),
+                )),
+                max_recovery: config.history.recovery_max_events,
+                last_value_rules: config.history.last_value_rules.clone().into(),
+            },
+            Err(error) => {
+                tracing::warn!(%error, "cluster history unavailable");
+                History::Unavailable
+            }
+        };
     }
     History::Store {
         store: Arc::new(MemoryStore::new(settings.clone(), metrics.clone())),
@@ -267,6 +290,21 @@ fn sweep_history(store: Arc<dyn HistoryStore>, tracker: &TaskTracker, shutdown: 
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = every.tick() => store.sweep(),
+            }
+        }
+    });
+}
+
+/// Cluster mode: once a second, gives a new epoch to the streams that
+/// delivered unrecorded events while Redis was away (a no-op while there
+/// are none; retried while Redis is still away).
+fn renew_unrecorded(store: Arc<RedisStore>, tracker: &TaskTracker, shutdown: CancellationToken) {
+    tracker.spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = every.tick() => store.forget_unrecorded().await,
             }
         }
     });

@@ -208,6 +208,13 @@ pub struct ServeArgs {
     /// history, positions and recovery off (v1 behaviour).
     #[arg(long, env = "WSGATE_HISTORY_SIZE", default_value_t = 100, value_name = "N", help_heading = HISTORY)]
     pub history_size: usize,
+    /// Cluster mode: record history on Redis (experimental, off by default:
+    /// appends, positions and the streams API work across nodes, but
+    /// connection recovery still answers UNAVAILABLE and recorded events a
+    /// node misses while cut off are not counted; docs/CLUSTER.md). Off:
+    /// cluster mode has no history (UNAVAILABLE, no `stream` field).
+    #[arg(long, env = "WSGATE_CLUSTER_HISTORY", help_heading = HISTORY)]
+    pub cluster_history: bool,
     /// A stream's events are dropped this long after its last append.
     #[arg(long, env = "WSGATE_HISTORY_TTL", default_value = "5m", value_parser = duration, value_name = "DURATION", help_heading = HISTORY)]
     pub history_ttl: Duration,
@@ -401,6 +408,8 @@ pub struct HistoryConfig {
     pub resume_timeout: Duration,
     /// Empty when last values are off (no rules, or history off).
     pub last_value_rules: Vec<crate::history::LastValueRule>,
+    /// `--cluster-history`: in cluster mode, record on Redis (experimental).
+    pub cluster: bool,
 }
 
 impl Config {
@@ -567,6 +576,7 @@ impl Config {
                 args.resume_timeout,
                 &args.last_value_events,
                 args.last_value_ttl,
+                args.cluster_history,
             )?,
         })
     }
@@ -604,6 +614,7 @@ fn history_config(
     resume_timeout: Duration,
     last_value_events: &str,
     last_value_ttl: Duration,
+    cluster: bool,
 ) -> Result<HistoryConfig, ConfigError> {
     let rules = crate::history::LastValueRule::parse_list(last_value_events)
         .map_err(|e| ConfigError::new("--last-value-events", e))?;
@@ -623,6 +634,7 @@ fn history_config(
         store,
         recovery_max_events,
         resume_timeout: nonzero("--resume-timeout", resume_timeout)?,
+        cluster,
     })
 }
 

@@ -687,6 +687,10 @@ fn a_full_backplane_queue_drops_by_bytes_and_counts() {
             "8192",
             "--connection-timeout",
             "60s",
+            // The backplane queue alone: a recorded publish would wait for
+            // its append (up to 500 ms) while Redis holds writes.
+            "--history-size",
+            "0",
         ],
     );
     let [a, b] = &cluster.nodes[..] else {
@@ -726,7 +730,14 @@ fn a_node_cut_off_from_redis_counts_what_it_missed() {
     let redis = RedisServer::start();
     redis.command("ACL SETUSER cut on >pw ~* &* +@all");
     let secret = random_string(32);
-    let a = start_node(&redis, &secret, &format!("pub-{}", random_string(4)), &[]);
+    // The writer's numbering: recorded events (history on) travel in the
+    // append script's PUBLISH, unnumbered (docs/CLUSTER.md, "History").
+    let a = start_node(
+        &redis,
+        &secret,
+        &format!("pub-{}", random_string(4)),
+        &["--history-size", "0"],
+    );
     let b = TestServer::builder()
         .secret(&secret)
         .args(&[
@@ -734,6 +745,8 @@ fn a_node_cut_off_from_redis_counts_what_it_missed() {
             &format!("redis://cut:pw@127.0.0.1:{}/0", redis.port()),
             "--node-id",
             &format!("cut-{}", random_string(4)),
+            "--history-size",
+            "0",
         ])
         .start();
     wait_joined(&a);
@@ -764,12 +777,283 @@ fn a_node_cut_off_from_redis_counts_what_it_missed() {
     assert_eq!(dropped(&b, "backplane_missed"), 3.0, "{}", b.metrics());
 }
 
-/// Cluster-wide history (Redis Streams, SPEC-v2 §2.6) is not built yet:
-/// in cluster mode events go out without `stream`, publish answers carry
-/// `streams: []`, and every given position is `UNAVAILABLE`
-/// (docs/PROTOCOL.md, "History and recovery").
+/// Publishes an event to `user` on `node`; its id and the one position of
+/// the answer (`None` when it went out unrecorded).
+fn publish_to(node: &TestServer, user: &str, ty: &str) -> (String, Option<Value>) {
+    let answer = node.api_post(
+        "/api/v1/events",
+        &json!({"type": ty, "data": {"n": random_string(6)}, "users": [user]}),
+    );
+    answer.expect_status(200);
+    let id = answer.json["id"].as_str().expect("id").to_owned();
+    let streams = answer.json["streams"].as_array().expect("streams").clone();
+    assert!(streams.len() <= 1, "{}", answer.text);
+    (id, streams.into_iter().next())
+}
+
+/// The epoch of a publish answer's position, with its offset.
+fn at(position: &Option<Value>) -> (String, u64) {
+    let p = position.as_ref().expect("a recorded position");
+    (
+        p["epoch"].as_str().expect("epoch").to_owned(),
+        p["offset"].as_u64().expect("offset"),
+    )
+}
+
+/// The append script publishes each recorded event with its position: a
+/// client on any node gets every event of a stream once, with `stream`, in
+/// offset order, whichever node published it (a node's own echo is not
+/// delivered twice).
 #[test]
-fn history_is_unavailable_in_cluster_mode_for_now() {
+fn recorded_events_reach_every_node_with_their_position_in_offset_order() {
+    let cluster = Cluster::start(2, &["--cluster-history"]);
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let mut on_a = a.ws("watcher-a");
+    let mut on_b = b.ws("watcher-b");
+    let mut user_on_b = b.ws("u");
+    let mut sent = Vec::new();
+    for (i, node) in [a, b, a, a, b, b].into_iter().enumerate() {
+        let answer = node.api_post(
+            "/api/v1/events",
+            &json!({"type": "system.notification", "data": {"i": i}, "all": true}),
+        );
+        let id = answer.json["id"].as_str().expect("id").to_owned();
+        let position = answer.json["streams"][0].clone();
+        assert_eq!(position["name"], "broadcast", "{}", answer.text);
+        assert_eq!(position["offset"], i as u64 + 1, "{}", answer.text);
+        sent.push((id, position));
+    }
+    for client in [&mut on_a, &mut on_b, &mut user_on_b] {
+        for (id, position) in &sent {
+            let m = expect_next(client, "system.notification", id);
+            assert_eq!(&m["stream"], position, "{m}");
+        }
+    }
+    // A user's stream: published on A, delivered on B with its position.
+    let (id, position) = publish_to(a, "u", "file.ready");
+    let m = expect_next(&mut user_on_b, "file.ready", &id);
+    assert_eq!(Some(m["stream"].clone()), position, "{m}");
+    // Nothing more: no echo, no second copy through the writer.
+    barrier(a, &mut user_on_b);
+    barrier(b, &mut on_a);
+    barrier(a, &mut on_b);
+}
+
+/// Cluster history on Redis (SPEC-v2 §2.6): appends from any node share one
+/// epoch and contiguous offsets, the local subscriber gets the position,
+/// any node reads the stream (trimmed to exactly `--history-size`), and
+/// DELETE on another node starts a new epoch.
+#[test]
+fn cluster_history_appends_on_redis_and_every_node_reads_it() {
+    let cluster = Cluster::start(2, &["--cluster-history", "--history-size", "3"]);
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let mut on_a = a.ws("u");
+    let mut ids = Vec::new();
+    let mut epochs = Vec::new();
+    for (i, node) in [a, b, a, b].into_iter().enumerate() {
+        let (id, position) = publish_to(node, "u", "file.ready");
+        let (epoch, offset) = at(&position);
+        assert_eq!(offset, i as u64 + 1, "offsets contiguous across nodes");
+        assert_eq!(position.expect("position")["name"], "user:u");
+        epochs.push(epoch);
+        let m = expect_next(&mut on_a, "file.ready", &id);
+        if i % 2 == 0 {
+            // Published on A: delivered locally with its position.
+            assert_eq!(m["stream"]["offset"], i as u64 + 1, "{m}");
+            assert_eq!(m["stream"]["epoch"], epochs[0].as_str(), "{m}");
+        }
+        ids.push(id);
+    }
+    assert!(
+        epochs.iter().all(|e| *e == epochs[0]),
+        "one epoch: {epochs:?}"
+    );
+    let epoch = &epochs[0];
+
+    let read = b.api_get("/api/v1/streams/user%3Au");
+    read.expect_status(200);
+    assert_eq!(read.json["epoch"], epoch.as_str(), "{}", read.text);
+    assert_eq!(read.json["offset"], 4);
+    let events = read.json["events"].as_array().expect("events");
+    // Trimmed to exactly MAXLEN 3: offsets 2..=4, each the message as sent.
+    let got: Vec<(&str, u64)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["id"].as_str().unwrap_or(""),
+                e["stream"]["offset"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (ids[1].as_str(), 2),
+            (ids[2].as_str(), 3),
+            (ids[3].as_str(), 4)
+        ]
+    );
+    assert_eq!(events[0]["stream"]["epoch"], epoch.as_str());
+    assert_eq!(events[0]["type"], "file.ready");
+
+    let since = a.api_get(&format!("/api/v1/streams/user%3Au?since={epoch}:2"));
+    assert_eq!(since.json["recovered"], true, "{}", since.text);
+    assert_eq!(since.json["events"].as_array().map(Vec::len), Some(2));
+    let too_old = a.api_get(&format!("/api/v1/streams/user%3Au?since={epoch}:0"));
+    assert_eq!(too_old.json["reason"], "TOO_OLD", "{}", too_old.text);
+    let ahead = a.api_get(&format!("/api/v1/streams/user%3Au?since={epoch}:9"));
+    assert_eq!(ahead.json["reason"], "OFFSET_AHEAD", "{}", ahead.text);
+
+    b.api_delete("/api/v1/streams/user%3Au").expect_status(204);
+    a.api_get("/api/v1/streams/user%3Au")
+        .expect_error(404, "NOT_FOUND");
+    let (id, position) = publish_to(a, "u", "file.ready");
+    let (renewed, offset) = at(&position);
+    assert_ne!(&renewed, epoch, "DELETE starts a new epoch");
+    assert_eq!(offset, 1);
+    expect_next(&mut on_a, "file.ready", &id);
+}
+
+/// `FLUSHALL` loses every stream: the old position is `EPOCH_CHANGED`.
+#[test]
+fn flushall_gives_epoch_changed_in_cluster_mode() {
+    let cluster = Cluster::start(2, &["--cluster-history"]);
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let (epoch, _) = at(&publish_to(a, "u", "file.ready").1);
+    assert!(cluster
+        .redis
+        .command("FLUSHALL")
+        .is_some_and(|r| r.starts_with("+OK")));
+    let (renewed, offset) = at(&publish_to(b, "u", "file.ready").1);
+    assert_ne!(renewed, epoch);
+    assert_eq!(offset, 1);
+    let read = a.api_get(&format!("/api/v1/streams/user%3Au?since={epoch}:1"));
+    assert_eq!(read.json["recovered"], false, "{}", read.text);
+    assert_eq!(read.json["reason"], "EPOCH_CHANGED");
+    assert_eq!(read.json["epoch"], renewed.as_str());
+}
+
+/// While Redis is away events go out without `stream` and the streams API
+/// is `UNAVAILABLE`; once it is back (with its data), a stream that
+/// delivered unrecorded events gets a new epoch and one that did not keeps
+/// its own.
+#[test]
+fn streams_delivered_unrecorded_while_redis_was_away_get_a_new_epoch() {
+    let mut cluster = Cluster::start(2, &["--cluster-history"]);
+    let mut on_a = cluster.nodes[0].ws("u");
+    let (epoch_u, _) = at(&publish_to(&cluster.nodes[0], "u", "file.ready").1);
+    on_a.recv_json();
+    let (epoch_v, _) = at(&publish_to(&cluster.nodes[0], "v", "file.ready").1);
+    // Keep the data over the outage: redis-server loads dump.rdb at start.
+    assert!(cluster
+        .redis
+        .command("SAVE")
+        .is_some_and(|r| r.starts_with("+OK")));
+    cluster.redis.stop();
+    for node in &cluster.nodes {
+        wait_degraded(node);
+    }
+    let a = &cluster.nodes[0];
+    let started = Instant::now();
+    let (id, position) = publish_to(a, "u", "file.ready");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "a publish waited on Redis"
+    );
+    assert_eq!(position, None, "unrecorded: no position in the answer");
+    let m = expect_next(&mut on_a, "file.ready", &id);
+    assert!(m.get("stream").is_none(), "{m}");
+    a.api_get("/api/v1/streams/user%3Au")
+        .expect_error(503, "UNAVAILABLE");
+
+    cluster.redis.restart();
+    for node in &cluster.nodes {
+        wait_joined(node);
+    }
+    let b = &cluster.nodes[1];
+    // The data came back with Redis ...
+    assert_eq!(
+        b.api_get("/api/v1/streams/user%3Av").json["epoch"],
+        epoch_v.as_str()
+    );
+    // ... but node A drops `user:u`'s metadata without waiting for a publish.
+    assert!(
+        wait_until(CONVERGE, || b.api_get("/api/v1/streams/user%3Au").status
+            == 404),
+        "user:u kept its epoch after unrecorded deliveries"
+    );
+    let (renewed, offset) = at(&publish_to(b, "u", "file.ready").1);
+    assert_ne!(renewed, epoch_u);
+    assert_eq!(offset, 1);
+    assert_eq!(at(&publish_to(b, "v", "file.ready").1), (epoch_v, 2));
+}
+
+/// Connection recovery does not read Redis yet: in cluster mode every
+/// position a connection gives is `UNAVAILABLE` (docs/CLUSTER.md,
+/// "History").
+#[test]
+fn connection_recovery_is_unavailable_in_cluster_mode_for_now() {
+    let cluster = Cluster::start(2, &["--cluster-history"]);
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let (epoch, _) = at(&publish_to(a, "u", "file.ready").1);
+    let mut resuming =
+        WsClient::connect_with_query(b.addr(), TokenVia::Path, &b.token("u"), "resume=1");
+    resuming.send_json(&json!({"type": "resume",
+        "data": {"user": {"epoch": epoch, "offset": 1}}}));
+    let resumed = resuming.recv_json();
+    assert_eq!(resumed["type"], "resumed", "{resumed}");
+    assert_eq!(resumed["data"]["recovered"], false);
+    assert_eq!(
+        resumed["data"]["streams"]["user:u"],
+        json!({"recovered": false, "reason": "UNAVAILABLE", "epoch": null, "offset": 0, "replayed": 0})
+    );
+}
+
+/// How many `XRANGE` commands Redis has run.
+fn xrange_calls(redis: &RedisServer) -> u64 {
+    let info = redis.command("INFO commandstats").unwrap_or_default();
+    info.lines()
+        .find_map(|line| line.strip_prefix("cmdstat_xrange:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Identical concurrent reads of one stream range cost one Redis round
+/// trip: with Redis paused, eight reads of the same range wait for the
+/// first one's answer (one transaction: two `XRANGE`s).
+#[test]
+fn identical_concurrent_stream_reads_are_coalesced() {
+    let cluster = Cluster::start(1, &["--cluster-history"]);
+    let node = &cluster.nodes[0];
+    let (epoch, _) = at(&publish_to(node, "u", "file.ready").1);
+    let before = xrange_calls(&cluster.redis);
+    assert!(cluster
+        .redis
+        .command("CLIENT PAUSE 700 ALL")
+        .is_some_and(|r| r.starts_with("+OK")));
+    let answers: Vec<Value> = std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| node.api_get("/api/v1/streams/user%3Au").json))
+            .collect();
+        readers
+            .into_iter()
+            .map(|r| r.join().expect("reader"))
+            .collect()
+    });
+    for answer in &answers {
+        assert_eq!(answer["epoch"], epoch.as_str(), "{answer}");
+        assert_eq!(answer["events"].as_array().map(Vec::len), Some(1));
+    }
+    let calls = xrange_calls(&cluster.redis) - before;
+    // One read (2 XRANGEs), allowing one straggler that came after it.
+    assert!(calls <= 4, "{calls} XRANGEs for 8 identical reads");
+}
+
+/// Without `--cluster-history` (the default), cluster mode records nothing:
+/// no positions, recovery UNAVAILABLE, the streams API 503.
+#[test]
+fn without_cluster_history_cluster_mode_records_nothing() {
     let cluster = Cluster::start(2, &[]);
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
     let mut client = b.ws("u");

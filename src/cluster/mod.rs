@@ -20,10 +20,12 @@ pub mod wire;
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use serde_json::Value;
 
 use crate::address::Target;
+use crate::history::StreamPosition;
 use crate::protocol::Event;
 
 /// A boxed future, for the trait's few async calls (keeps it object-safe).
@@ -139,6 +141,20 @@ pub trait InboundPort: Send + Sync + 'static {
         data: &Value,
         target: &Target,
     ) -> impl Future<Output = ()> + Send;
+
+    /// A recorded event (SPEC-v2 §2.6) published by the append script of
+    /// another node: `frame` is the message as delivered there, with its
+    /// `position`; delivered in the order Redis published them.
+    fn deliver_recorded(
+        &self,
+        frame: Arc<[u8]>,
+        event: Event,
+        position: StreamPosition,
+        target: &Target,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (frame, event, position, target);
+        async {}
+    }
 
     /// Another node's event for `user`'s connections here that are
     /// subscribed to it (how `upload.cancelled` reaches a user's other nodes).

@@ -76,6 +76,12 @@ pub enum Body {
         target: WireTarget,
         data: Value,
     },
+    /// A recorded event, published by the append script: `message` is the
+    /// JSON delivered (with its `stream` position), byte for byte.
+    Recorded {
+        target: WireTarget,
+        message: String,
+    },
     /// An event for the connections of `user` subscribed to `event`.
     SubscribedUser {
         id: String,
@@ -185,12 +191,18 @@ fn encode(node: &str, body: BodyRef<'_>) -> String {
     .unwrap_or_default()
 }
 
+impl<'a> TargetRef<'a> {
+    fn of(target: &'a Target) -> TargetRef<'a> {
+        match target {
+            Target::Subscribers => TargetRef::Subscribers,
+            Target::All => TargetRef::All,
+            Target::Selected { users, connections } => TargetRef::Selected { users, connections },
+        }
+    }
+}
+
 pub fn encode_publish(node: &str, event: &OutboundEvent<'_>) -> String {
-    let target = match event.target {
-        Target::Subscribers => TargetRef::Subscribers,
-        Target::All => TargetRef::All,
-        Target::Selected { users, connections } => TargetRef::Selected { users, connections },
-    };
+    let target = TargetRef::of(event.target);
     encode(
         node,
         BodyRef::Publish {
@@ -224,6 +236,31 @@ pub fn encode_subscribed_user(
 }
 
 /// How every message `node` sends starts: `{"v":1,"node":"<node>",`.
+/// The start of a `recorded` message, up to its `message` string, which the
+/// append script adds (with the closing brace).
+pub fn recorded_prefix(node: &str, target: &Target) -> String {
+    let mut prefix = header_prefix(node);
+    prefix.push_str("\"kind\":\"recorded\",\"target\":");
+    prefix.push_str(&serde_json::to_string(&TargetRef::of(target)).unwrap_or_default());
+    prefix.push_str(",\"message\":");
+    prefix
+}
+
+/// The parts of a recorded message a receiver needs to route it.
+#[derive(Debug, Deserialize)]
+pub struct RecordedHead {
+    #[serde(rename = "type")]
+    pub event: String,
+    pub stream: RecordedStream,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RecordedStream {
+    pub name: String,
+    pub epoch: String,
+    pub offset: u64,
+}
+
 pub fn header_prefix(node: &str) -> String {
     let mut prefix = format!("{{\"v\":{VERSION},\"node\":");
     prefix.push_str(&serde_json::to_string(node).unwrap_or_default());

@@ -247,7 +247,8 @@ impl Connection {
         let now_ms = clock::unix_millis();
         let features = server::features(
             !matches!(cx.history, History::Disabled),
-            !cx.history.last_value_rules().is_empty(),
+            // Cluster mode does not send cached values yet.
+            cx.history.store().is_some() && !cx.history.last_value_rules().is_empty(),
         );
         let established = server::connection_established(
             cx.ids,

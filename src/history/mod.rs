@@ -1,6 +1,7 @@
 //! History and recovery (SPEC-v2 §2): streams, positions, the recovery
 //! rule, the last-value rules, and the [`HistoryStore`] trait a storage
-//! implements (`memory` is the single-node one; a Redis one can follow).
+//! implements (`memory` is the single-node one); `redis` is the cluster
+//! store (async, awaited only on the tokio side).
 //!
 //! A leaf: it knows nothing of connections, shards or the hub. It stores
 //! each recorded event as the frame that was delivered (so a replayed or
@@ -10,6 +11,7 @@
 //! the frame builder it is handed at append time (pure encoding).
 
 mod memory;
+mod redis;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use memory::MemoryStore;
+pub use redis::RedisStore;
 
 /// An epoch: 8 random `[A-Za-z0-9]`, stored inline (no allocation per event).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -287,6 +290,14 @@ pub enum History {
     /// Cluster mode this round: recorded cluster-wide storage is not built
     /// yet, so nothing is recorded and every position is `UNAVAILABLE`.
     Unavailable,
+    /// Cluster mode: appends and the streams API on Redis (SPEC-v2 §2.6).
+    /// Connection recovery does not read it yet: every position a
+    /// connection gives is `UNAVAILABLE` (docs/CLUSTER.md, "History").
+    Redis {
+        store: Arc<RedisStore>,
+        max_recovery: u64,
+        last_value_rules: Arc<[LastValueRule]>,
+    },
     Store {
         store: Arc<dyn HistoryStore>,
         max_recovery: u64,
@@ -301,6 +312,7 @@ impl std::fmt::Debug for History {
             History::Disabled => "History::Disabled",
             History::Unavailable => "History::Unavailable",
             History::Store { .. } => "History::Store",
+            History::Redis { .. } => "History::Redis",
         })
     }
 }
@@ -313,11 +325,16 @@ impl History {
         }
     }
 
+    /// Whether publishes are appended somewhere (memory or Redis).
+    pub fn records(&self) -> bool {
+        matches!(self, History::Store { .. } | History::Redis { .. })
+    }
+
     /// The reason every position gets when nothing can be read.
     pub fn unreadable(&self) -> Option<NotRecovered> {
         match self {
             History::Disabled => Some(NotRecovered::HistoryDisabled),
-            History::Unavailable => Some(NotRecovered::Unavailable),
+            History::Unavailable | History::Redis { .. } => Some(NotRecovered::Unavailable),
             History::Store { .. } => None,
         }
     }
@@ -327,6 +344,9 @@ impl History {
         match self {
             History::Store {
                 last_value_rules, ..
+            }
+            | History::Redis {
+                last_value_rules, ..
             } => last_value_rules,
             _ => &[],
         }
@@ -334,7 +354,9 @@ impl History {
 
     pub fn max_recovery(&self) -> u64 {
         match self {
-            History::Store { max_recovery, .. } => *max_recovery,
+            History::Store { max_recovery, .. } | History::Redis { max_recovery, .. } => {
+                *max_recovery
+            }
             _ => 0,
         }
     }

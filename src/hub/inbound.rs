@@ -12,11 +12,12 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::command::ShardTarget;
+use super::command::{Command, Delivery, Recorded, ShardTarget};
 use super::Hub;
 use crate::address::{ConnId, Target};
 use crate::cluster::InboundPort;
-use crate::metrics::DropReason;
+use crate::history::StreamPosition;
+use crate::metrics::{DropReason, OutKind};
 use crate::protocol::envelope::encode_as;
 use crate::protocol::Event;
 use crate::ws::{frame, CloseReason};
@@ -36,6 +37,48 @@ impl InboundPort for Hub {
         for (index, shard_target) in self.split_target(event, target) {
             if self
                 .deliver_unreported(index, shard_target, frame.clone(), event)
+                .await
+                .is_err()
+            {
+                return; // shutting down
+            }
+        }
+    }
+
+    async fn deliver_recorded(
+        &self,
+        frame: Arc<[u8]>,
+        event: Event,
+        position: StreamPosition,
+        target: &Target,
+    ) {
+        if frame::payload_len(&frame) > self.max_message_size {
+            self.metrics.dropped(DropReason::BackplaneOversize, 1);
+            return;
+        }
+        for (index, mut shard_target) in self.split_target(event, target) {
+            let shared = match &mut shard_target {
+                // A user's stream: the frame goes to that user's connections.
+                ShardTarget::Selected { users, .. } => {
+                    for user in users.iter_mut() {
+                        user.recorded = Some(Recorded {
+                            frame: frame.clone(),
+                            position: position.clone(),
+                        });
+                    }
+                    None
+                }
+                _ => Some(position.clone()),
+            };
+            let delivery = Delivery {
+                target: shard_target,
+                frame: frame.clone(),
+                position: shared,
+                kind: OutKind::Event(event),
+                report: None,
+            };
+            if self.shards[index]
+                .send(Command::Deliver(delivery))
                 .await
                 .is_err()
             {

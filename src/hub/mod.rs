@@ -30,9 +30,9 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::address::{node_tag, ConnId, Target};
-use crate::cluster::{Backplane, BackplaneState, OutboundEvent};
+use crate::cluster::{wire, Backplane, BackplaneState, OutboundEvent};
 use crate::connection::ConnectionInfo;
-use crate::history::{self, History, HistoryStore, LastValue, StreamPosition};
+use crate::history::{self, History, HistoryStore, LastValue, RedisStore, StreamPosition};
 use crate::limits::Admission;
 use crate::metrics::{AppendKind, Metrics, OutKind};
 use crate::protocol::envelope::{encode_as, encode_recorded};
@@ -69,28 +69,58 @@ const STRIPES: usize = 64;
 /// How one publish is recorded: the store and the event's last-value
 /// changes.
 struct Recording<'a> {
-    store: &'a Arc<dyn HistoryStore>,
+    store: Store<'a>,
+    /// Cluster mode: whether the backplane reaches Redis right now.
+    reachable: bool,
     last_values: Vec<LastValue>,
 }
 
+enum Store<'a> {
+    Memory(&'a Arc<dyn HistoryStore>),
+    Redis(&'a RedisStore),
+}
+
 impl<'a> Recording<'a> {
-    fn of(history: &'a History, event: Event, data: &Value) -> Option<Recording<'a>> {
+    fn of(
+        history: &'a History,
+        event: Event,
+        data: &Value,
+        reachable: bool,
+    ) -> Option<Recording<'a>> {
+        let store = match history {
+            History::Store { store, .. } => Store::Memory(store),
+            History::Redis { store, .. } => Store::Redis(store),
+            History::Disabled | History::Unavailable => return None,
+        };
         Some(Recording {
-            store: history.store()?,
+            store,
+            reachable,
             last_values: LastValue::of(history.last_value_rules(), event.as_str(), data),
         })
     }
 
-    fn append(
+    /// `None`: not recorded (Redis away), delivered without a position.
+    /// `announce`: cluster mode, the backplane message the append script
+    /// publishes the event in (see `cluster::wire::recorded_prefix`).
+    async fn append(
         &self,
         name: &Arc<str>,
         kind: AppendKind,
         metrics: &Metrics,
-        mut encode: impl FnMut(&StreamPosition) -> Arc<[u8]>,
-    ) -> Recorded {
-        let (position, frame) = self.store.append(name, &self.last_values, &mut encode);
+        mut encode: impl FnMut(&StreamPosition) -> Arc<[u8]> + Send,
+        announce: Option<&str>,
+    ) -> Option<Recorded> {
+        let (position, frame) = match self.store {
+            Store::Memory(store) => store.append(name, &self.last_values, &mut encode),
+            Store::Redis(store) => {
+                let reachable = self.reachable;
+                store
+                    .append(name, &self.last_values, &mut encode, reachable, announce)
+                    .await?
+            }
+        };
         metrics.history_appended(kind);
-        Recorded { frame, position }
+        Some(Recorded { frame, position })
     }
 }
 
@@ -214,9 +244,9 @@ impl Hub {
         let timestamp = clock::now_rfc3339();
         // Recorded, the data goes into a frame per stream (and the plain
         // one): serialize it once and copy those bytes into each.
-        let raw = match self.history.store() {
-            Some(_) => serde_json::value::to_raw_value(data).ok(),
-            None => None,
+        let raw = match self.history.records() {
+            true => serde_json::value::to_raw_value(data).ok(),
+            false => None,
         };
         let data_once = match &raw {
             Some(raw) => DataOnce::Raw(raw),
@@ -232,7 +262,8 @@ impl Hub {
         }
         let frame: Arc<[u8]> = Arc::from(message.frame);
         let mut per_shard = self.split_target(event, &target);
-        let recording = Recording::of(&self.history, event, data);
+        let reachable = self.backplane.state() != BackplaneState::Down;
+        let recording = Recording::of(&self.history, event, data, reachable);
         // Appends to one stream and the hand-over of their frames to the
         // shards happen under that stream's stripe, so every shard gets a
         // stream's events in offset order (a connection then never sees an
@@ -244,6 +275,12 @@ impl Hub {
         };
         let mut streams = Vec::new();
         let mut shared = None;
+        // Cluster history: the append script publishes each recorded event
+        // to the other nodes (so they get a stream in offset order); the
+        // backplane writer carries only what was not announced that way.
+        let announcing = matches!(self.history, History::Redis { .. });
+        let mut announced = false;
+        let mut unannounced_users: Vec<String> = Vec::new();
         if let Some(recording) = &recording {
             let encode = |position: &StreamPosition| -> Arc<[u8]> {
                 Arc::from(encode_recorded(
@@ -260,21 +297,49 @@ impl Hub {
                         Target::All => (Arc::from(history::BROADCAST), AppendKind::Broadcast),
                         _ => (history::event_stream(event.as_str()), AppendKind::Event),
                     };
-                    let recorded = recording.append(&name, kind, &self.metrics, encode);
-                    streams.push(recorded.position.clone());
-                    shared = Some(recorded);
+                    let announce =
+                        announcing.then(|| wire::recorded_prefix(&self.node_id, &target));
+                    let recorded = recording
+                        .append(&name, kind, &self.metrics, encode, announce.as_deref())
+                        .await;
+                    if let Some(recorded) = &recorded {
+                        streams.push(recorded.position.clone());
+                        announced = announcing;
+                    }
+                    shared = recorded;
                 }
-                Target::Selected { .. } => {
+                Target::Selected { connections, .. } => {
+                    // Listed connections go the writer's way with the users
+                    // (each connection once), so nothing is announced then.
+                    let announcing = announcing && connections.is_empty();
+                    announced = announcing;
                     for (_, shard_target) in per_shard.iter_mut() {
                         let ShardTarget::Selected { users, .. } = shard_target else {
                             continue;
                         };
                         for user in users {
                             let name = history::user_stream(&user.user);
-                            let recorded =
-                                recording.append(&name, AppendKind::User, &self.metrics, encode);
-                            streams.push(recorded.position.clone());
-                            user.recorded = Some(recorded);
+                            let announce = announcing.then(|| {
+                                let only = Target::Selected {
+                                    users: vec![user.user.to_string()],
+                                    connections: Vec::new(),
+                                };
+                                wire::recorded_prefix(&self.node_id, &only)
+                            });
+                            let recorded = recording
+                                .append(
+                                    &name,
+                                    AppendKind::User,
+                                    &self.metrics,
+                                    encode,
+                                    announce.as_deref(),
+                                )
+                                .await;
+                            match &recorded {
+                                Some(recorded) => streams.push(recorded.position.clone()),
+                                None => unannounced_users.push(user.user.to_string()),
+                            }
+                            user.recorded = recorded;
                         }
                     }
                 }
@@ -299,13 +364,25 @@ impl Hub {
             pending.push(receive);
         }
         drop(stripes);
-        if !self.backplane.is_local() {
+        let rest;
+        let to_others = match (&target, announced) {
+            (_, false) => Some(&target),
+            (Target::Selected { .. }, true) if !unannounced_users.is_empty() => {
+                rest = Target::Selected {
+                    users: unannounced_users,
+                    connections: Vec::new(),
+                };
+                Some(&rest)
+            }
+            (_, true) => None,
+        };
+        if let (Some(target), false) = (to_others, self.backplane.is_local()) {
             self.backplane.publish(&OutboundEvent {
                 id: &message.id,
                 timestamp: &timestamp,
                 event,
                 data,
-                target: &target,
+                target,
             });
         }
         let mut delivered = 0;

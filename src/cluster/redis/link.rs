@@ -26,6 +26,7 @@ use super::{
 use crate::address::ConnId;
 use crate::cluster::wire::{self, Body, Message};
 use crate::cluster::InboundPort;
+use crate::history::{Epoch, StreamPosition};
 use crate::metrics::DropReason;
 
 /// Other nodes whose sequence is followed; past this the table restarts.
@@ -298,6 +299,30 @@ impl Shared {
                     return;
                 };
                 port.deliver(id, &timestamp, event, &data, &target.into())
+                    .await;
+            }
+            Body::Recorded { target, message } => {
+                let head = serde_json::from_str::<wire::RecordedHead>(&message).ok();
+                let Some((head, epoch)) = head.and_then(|head| {
+                    let epoch = Epoch::parse(&head.stream.epoch)?;
+                    Some((head, epoch))
+                }) else {
+                    self.metrics.backplane_malformed();
+                    return;
+                };
+                let Ok(event) = wire::event(&head.event) else {
+                    self.metrics.backplane_malformed();
+                    return;
+                };
+                let position = StreamPosition {
+                    name: Arc::from(head.stream.name),
+                    epoch,
+                    offset: head.stream.offset,
+                };
+                let frame: Arc<[u8]> = Arc::from(crate::ws::frame::text_frame(|buf| {
+                    buf.extend_from_slice(message.as_bytes())
+                }));
+                port.deliver_recorded(frame, event, position, &target.into())
                     .await;
             }
             Body::SubscribedUser {

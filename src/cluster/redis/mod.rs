@@ -166,6 +166,17 @@ pub struct RedisTasks {
     control: mpsc::Receiver<Control>,
 }
 
+/// A command connection that reconnects by itself, connecting at first
+/// use (the backplane's, and cluster history's own).
+pub fn command_connection(client: &Client) -> Result<ConnectionManager, RedisError> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(COMMAND_TIMEOUT))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
+    ConnectionManager::new_lazy_with_config(client.clone(), config)
+}
+
 impl RedisBackplane {
     /// Prepares the backplane; connects only once the tasks run (a node
     /// starts, serving locally, even while Redis is down), or in
@@ -175,12 +186,7 @@ impl RedisBackplane {
         metrics: Arc<Metrics>,
     ) -> Result<(Arc<RedisBackplane>, RedisTasks), RedisError> {
         let client = Client::open(settings.url.as_str())?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(COMMAND_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let commands = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        let commands = command_connection(&client)?;
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
         let node_id = settings.node_id.as_str();

@@ -70,8 +70,10 @@ async fn dispatch(
         (&Method::DELETE, ["connections", id]) => admin::disconnect(state, id).await,
         (&Method::POST, ["users", id, "deactivate"]) => admin::deactivate(state, id).await,
         (&Method::POST, ["users", id, "activate"]) => Ok(admin::activate(state, id)),
-        (&Method::GET, ["streams", name]) => streams::read(state, name, request.uri().query()),
-        (&Method::DELETE, ["streams", name]) => streams::delete(state, name),
+        (&Method::GET, ["streams", name]) => {
+            streams::read(state, name, request.uri().query()).await
+        }
+        (&Method::DELETE, ["streams", name]) => streams::delete(state, name).await,
         (_, ["events" | "notifications" | "stats" | "connections"])
         | (_, ["reviews" | "files", _, _])
         | (_, ["connections" | "users", ..])

@@ -8,7 +8,7 @@ use hyper::StatusCode;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::history::{recover, History, HistoryStore, Position};
+use crate::history::{recover, History, HistoryStore, Position, RedisStore};
 use crate::http::response::{json, no_content, ApiError, ErrorCode, Response};
 use crate::http::uri;
 use crate::http::AppState;
@@ -29,20 +29,34 @@ struct StreamAnswer {
     events: Vec<Box<RawValue>>,
 }
 
-fn store(state: &AppState) -> Result<&Arc<dyn HistoryStore>, ApiError> {
+/// Where this node's history is read: memory (inline) or Redis (awaited).
+enum Store<'a> {
+    Memory(&'a Arc<dyn HistoryStore>),
+    Redis(&'a RedisStore),
+}
+
+fn redis_unavailable(error: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        ErrorCode::Unavailable,
+        format!("history is unavailable while Redis is: {error}"),
+    )
+}
+
+fn store(state: &AppState) -> Result<Store<'_>, ApiError> {
     match state.hub.history() {
-        History::Store { store, .. } => Ok(store),
+        History::Store { store, .. } => Ok(Store::Memory(store)),
+        History::Redis { store, .. } => Ok(Store::Redis(store)),
         History::Disabled => Err(ApiError::not_found(
             "history is off (--history-size 0): no stream has metadata",
         )),
         History::Unavailable => Err(ApiError::new(
             ErrorCode::Unavailable,
-            "history is not available in cluster mode on this version",
+            "cluster history is unavailable (the Redis URL did not parse)",
         )),
     }
 }
 
-pub fn read(state: &AppState, name: &str, query: Option<&str>) -> Result<Response, ApiError> {
+pub async fn read(state: &AppState, name: &str, query: Option<&str>) -> Result<Response, ApiError> {
     let store = store(state)?;
     let since = uri::query_param(query, "since")
         .map_err(|e| ApiError::bad_request(format!("`since`: {e}")))?
@@ -63,7 +77,14 @@ pub fn read(state: &AppState, name: &str, query: Option<&str>) -> Result<Respons
     .min(usize::try_from(max).unwrap_or(usize::MAX));
     let from = since.as_ref().map_or(0, |p| p.offset.saturating_add(1));
     let not_found = || ApiError::not_found(format!("stream `{name}` has no metadata"));
-    let (meta, events) = store.read(name, from, limit).ok_or_else(not_found)?;
+    let read = match store {
+        Store::Memory(store) => store.read(name, from, limit),
+        Store::Redis(store) => store
+            .read(name, from, limit)
+            .await
+            .map_err(redis_unavailable)?,
+    };
+    let (meta, events) = read.ok_or_else(not_found)?;
     let (recovered, reason, events) = match &since {
         None => (None, None, events),
         Some(position) => match recover(position, Some(meta), max) {
@@ -93,7 +114,14 @@ pub fn read(state: &AppState, name: &str, query: Option<&str>) -> Result<Respons
     ))
 }
 
-pub fn delete(state: &AppState, name: &str) -> Result<Response, ApiError> {
-    store(state)?.delete(name);
+pub async fn delete(state: &AppState, name: &str) -> Result<Response, ApiError> {
+    match store(state)? {
+        Store::Memory(store) => {
+            store.delete(name);
+        }
+        Store::Redis(store) => {
+            store.delete(name).await.map_err(redis_unavailable)?;
+        }
+    }
     Ok(no_content())
 }
