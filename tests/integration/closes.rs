@@ -319,11 +319,22 @@ fn a_silent_refused_socket_is_dropped_within_a_second() {
     // the second; a stalled test machine skips this half.)
     let url = format!("ws://{}/api/v1/ws/not-a-jwt?refusal=close", server.addr());
     let early = handshake_request(server.addr(), ws_request(&url, None));
+    // No room shows as the v1 HTTP 401, or, while the silent socket's own
+    // HTTP connection has not yet given its place back (that happens just
+    // after its upgrade, asynchronously), as a close at accept. Never a 101.
     if refused_at.elapsed() < Duration::from_millis(700) {
         match early {
             Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status().as_u16(), 401),
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::UnexpectedEof
+                ) => {}
+            Err(tungstenite::Error::Protocol(_) | tungstenite::Error::ConnectionClosed) => {}
             other => panic!(
-                "expected HTTP 401 while the place is held, got {:?}",
+                "expected no room (HTTP 401 or closed at accept) while the place is held, got {:?}",
                 other.map(|_| ())
             ),
         }
