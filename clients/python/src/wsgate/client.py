@@ -233,6 +233,7 @@ class _Calls:
         self, call: _Call[T], attempt: int, answer: httpx.Response | httpx.TransportError
     ) -> _Done[T] | _Retry:
         """What an attempt's answer means: the value, or a retry; raises the error."""
+        outcome: _Done[T] | _Retry | _Fail
         if isinstance(answer, httpx.TransportError):
             outcome = self._after_exception(call, attempt, answer)
         else:
