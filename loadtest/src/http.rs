@@ -8,6 +8,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::cli::{Cli, Target};
+
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_BODY: usize = 16 * 1024 * 1024;
 
@@ -26,6 +28,17 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
+    /// The controller's client for the gateway's HTTP API: `--op-timeout`,
+    /// but never under 10 s (a slow publish is measured, not failed).
+    pub fn for_publishing(cli: &Cli, target: &Target) -> Self {
+        Self::new(
+            target.addr,
+            &target.host,
+            &cli.api_key,
+            cli.op_timeout.max(Duration::from_secs(10)),
+        )
+    }
+
     pub fn new(addr: SocketAddr, host: &str, api_key: &str, timeout: Duration) -> Self {
         Self {
             addr,

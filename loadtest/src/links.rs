@@ -279,6 +279,16 @@ pub struct Merged {
     pub errors: BTreeMap<String, u64>,
 }
 
+impl Merged {
+    /// The connect columns every worker scenario reports, `count` naming
+    /// the connected count (`subscribers`, `connected`).
+    pub fn push_connect(&self, row: &mut Row, count: &str) {
+        row.push(count, json!(self.connected));
+        row.push("connect_failed", json!(self.failed));
+        row.push("connect_s", json!(round2(self.connect_s)));
+    }
+}
+
 /// Starts the workers and waits until each has connected its share.
 pub async fn start_workers(
     cli: &Arc<Cli>,

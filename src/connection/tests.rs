@@ -102,19 +102,25 @@ impl Harness {
         let handled = inbox
             .into_iter()
             .map(|message| {
-                let mut cx = Context {
-                    ids: &self.ids,
-                    limiter: &mut self.limiter,
-                    metrics: &self.metrics,
-                    limits: &self.limits,
-                    verifier: &self.verifier,
-                    dirty: &mut self.dirty,
-                    history: &crate::history::History::Disabled,
-                };
-                self.conn.on_message(message, now, read_at_ms, &mut cx)
+                let (conn, mut cx) = self.connection_in_context();
+                conn.on_message(message, now, read_at_ms, &mut cx)
             })
             .collect();
         (decoded, handled)
+    }
+
+    /// The connection and its context as the shard lends them, without history.
+    fn connection_in_context(&mut self) -> (&mut Connection, Context<'_>) {
+        let cx = Context {
+            ids: &self.ids,
+            limiter: &mut self.limiter,
+            metrics: &self.metrics,
+            limits: &self.limits,
+            verifier: &self.verifier,
+            dirty: &mut self.dirty,
+            history: &crate::history::History::Disabled,
+        };
+        (&mut self.conn, cx)
     }
 
     /// Flushes the connection and reads `count` messages at the client.
@@ -181,16 +187,8 @@ fn json(message: &Message) -> Value {
 #[test]
 fn greets_then_replies_and_hands_back_subscriptions() {
     let mut h = Harness::new(limits(), 100);
-    let mut cx = Context {
-        ids: &h.ids,
-        limiter: &mut h.limiter,
-        metrics: &h.metrics,
-        limits: &h.limits,
-        verifier: &h.verifier,
-        dirty: &mut h.dirty,
-        history: &crate::history::History::Disabled,
-    };
-    assert!(!h.conn.greet(&mut cx).overflowed);
+    let (conn, mut cx) = h.connection_in_context();
+    assert!(!conn.greet(&mut cx).overflowed);
     assert_eq!(h.dirty, vec![3], "marked dirty once, under its slab key");
     let (decoded, handled) = h.feed(vec![Message::text(
         r#"{"type":"subscribe","data":{"events":["file.ready"]},"id":"s1"}"#,

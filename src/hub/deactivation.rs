@@ -88,23 +88,7 @@ mod tests {
     /// instead of serving it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_connection_registered_after_its_user_was_deactivated_is_closed_4003() {
-        let settings = ShardSettings {
-            max_message_size: 65536,
-            max_queued_bytes: 1 << 20,
-            heartbeat_interval: Duration::from_secs(30),
-            connection_timeout: Duration::from_secs(60),
-            cleanup_interval: Duration::from_secs(30),
-            rate_limit_messages: 100,
-            rate_limit_window: Duration::from_secs(60),
-            max_control_frames_per_second: 100,
-            token_expiring_notice: Duration::from_secs(60),
-            token_refresh_grace: Duration::ZERO,
-            max_connection_age: Duration::ZERO,
-            shutdown_reconnect_spread: Duration::from_secs(5),
-            test_panic_user: None,
-            history: crate::history::History::Disabled,
-            resume_timeout: Duration::from_secs(5),
-        };
+        let settings = ShardSettings::for_tests();
         let admission = Admission::new(10, 3);
         let verifier =
             TokenVerifier::new(&crate::Config::embedded("secret", "key").auth).expect("verifier");

@@ -38,12 +38,7 @@ pub async fn run(
     let rss_start = rss(cli);
     let mut links = spawn(cli, target, run_id).await?;
     links.readies(deadline).await?;
-    let mut http = HttpClient::new(
-        target.addr,
-        &target.host,
-        &cli.api_key,
-        cli.op_timeout.max(Duration::from_secs(10)),
-    );
+    let mut http = HttpClient::for_publishing(cli, target);
     let started = Instant::now();
     let cpu = CpuMeter::start(cli, &links);
     links

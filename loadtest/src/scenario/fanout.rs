@@ -30,19 +30,10 @@ pub async fn run(
 ) -> Result<Vec<Row>> {
     let (mut links, readies, merged) = start_workers(cli, target, run_id, deadline).await?;
     let Merged {
-        connected,
-        failed,
-        connect_s,
-        errors: cerrors,
-        ..
+        connected, failed, ..
     } = merged;
     let expecting: Vec<bool> = readies.iter().map(|r| r.connected > 0).collect();
-    let mut http = HttpClient::new(
-        target.addr,
-        &target.host,
-        &cli.api_key,
-        cli.op_timeout.max(Duration::from_secs(10)),
-    );
+    let mut http = HttpClient::for_publishing(cli, target);
     let mut rows = Vec::new();
     let mut seq = 0u64;
     // An optional warm-up phase (not reported), then one phase per payload size.
@@ -134,9 +125,7 @@ pub async fn run(
         }
         let mut row = base.row();
         row.push("payload_bytes", json!(size));
-        row.push("subscribers", json!(connected));
-        row.push("connect_failed", json!(failed));
-        row.push("connect_s", json!(round2(connect_s)));
+        merged.push_connect(&mut row, "subscribers");
         row.push("broadcasts", json!(seq - from));
         row.push("publish_failed", json!(failed_seqs.len()));
         row.push("deliveries", json!(m.ops));
@@ -157,7 +146,7 @@ pub async fn run(
         row.push("broadcast_timeouts", json!(timeouts));
         row.extend(cpu_row);
         row.push("delivered_mismatch", json!(delivered_mismatch));
-        let mut errs = cerrors.clone();
+        let mut errs = merged.errors.clone();
         add_errors(&mut errs, &m.errors);
         add_errors(&mut errs, &publish_errors);
         row.push("errors", json!(&errs));

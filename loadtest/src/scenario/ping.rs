@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::cli::{share, Cli, Target};
 use crate::ctl::{add_errors, merge_results, tally, FromWorker, ToWorker, WorkerResult};
-use crate::links::{start_workers, CpuMeter, Merged};
+use crate::links::{start_workers, CpuMeter};
 use crate::proto::{self, mono_ns, Kind};
 use crate::report::{round2, Row};
 use crate::stats;
@@ -31,13 +31,7 @@ pub async fn run(
     deadline: Instant,
 ) -> Result<Vec<Row>> {
     let (mut links, _, merged) = start_workers(cli, target, run_id, deadline).await?;
-    let Merged {
-        connected,
-        failed,
-        connect_s,
-        errors: cerrors,
-        ..
-    } = merged;
+    let failed = merged.failed;
     let ms = cli.duration.as_millis() as u64;
     let started = Instant::now();
     let cpu = CpuMeter::start(cli, &links);
@@ -62,9 +56,7 @@ pub async fn run(
         elapsed
     };
     let mut row = base.row();
-    row.push("connected", json!(connected));
-    row.push("connect_failed", json!(failed));
-    row.push("connect_s", json!(round2(connect_s)));
+    merged.push_connect(&mut row, "connected");
     row.push("duration_s", json!(round2(span)));
     row.push("round_trips", json!(m.ops));
     row.push(
@@ -75,7 +67,7 @@ pub async fn run(
     row.extend(cpu_row);
     row.push("pong_timeouts", json!(m.lost));
     row.push("stray_pongs", json!(m.unexpected));
-    let mut errs = cerrors;
+    let mut errs = merged.errors;
     add_errors(&mut errs, &m.errors);
     row.push("errors", json!(&errs));
     row.set_counts(m.lost, 0, failed + m.errors.values().sum::<u64>());

@@ -37,11 +37,7 @@ pub async fn run(
 ) -> Result<Vec<Row>> {
     let (mut links, _, merged) = start_workers(cli, target, run_id, deadline).await?;
     let Merged {
-        connected,
-        failed,
-        connect_s,
-        errors: cerrors,
-        ..
+        connected, failed, ..
     } = merged;
     let size = cli.payload[0];
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -118,9 +114,7 @@ pub async fn run(
     let mut row = base.row();
     row.push("payload_bytes", json!(size));
     row.push("in_flight", json!(cli.in_flight));
-    row.push("subscribers", json!(connected));
-    row.push("connect_failed", json!(failed));
-    row.push("connect_s", json!(round2(connect_s)));
+    merged.push_connect(&mut row, "subscribers");
     row.push("duration_s", json!(round2(pub_s)));
     row.push("broadcasts", json!(ok));
     row.push("publish_failed", json!(failed_seqs.len()));
@@ -137,7 +131,7 @@ pub async fn run(
     row.push_summary("latency", &stats::summarize(&hist));
     row.push("delivered_mismatch", json!(mismatch));
     row.extend(cpu_row);
-    let mut errs = cerrors;
+    let mut errs = merged.errors;
     add_errors(&mut errs, &m.errors);
     add_errors(&mut errs, &perrs);
     row.push("errors", json!(&errs));

@@ -266,6 +266,16 @@ impl Shared {
         Ok(())
     }
 
+    /// The event a peer's message names; one it cannot name is counted as
+    /// malformed (the message is dropped).
+    fn known_event(&self, name: &str) -> Option<crate::protocol::Event> {
+        let event = wire::event(name).ok();
+        if event.is_none() {
+            self.metrics.backplane_malformed();
+        }
+        event
+    }
+
     async fn handle(&self, payload: &[u8], port: &impl InboundPort, peers: &mut Peers) {
         if payload.starts_with(self.echo_prefix.as_bytes()) {
             return; // our own message, already delivered here
@@ -294,8 +304,7 @@ impl Shared {
                 target,
                 data,
             } => {
-                let Ok(event) = wire::event(&event) else {
-                    self.metrics.backplane_malformed();
+                let Some(event) = self.known_event(&event) else {
                     return;
                 };
                 port.deliver(id, &timestamp, event, &data, &target.into())
@@ -332,8 +341,7 @@ impl Shared {
                 user,
                 data,
             } => {
-                let Ok(event) = wire::event(&event) else {
-                    self.metrics.backplane_malformed();
+                let Some(event) = self.known_event(&event) else {
                     return;
                 };
                 port.deliver_to_subscribed_user(id, &timestamp, event, &data, &user)

@@ -16,7 +16,7 @@ use tungstenite::Message;
 
 use super::DeliveryReport;
 use super::{Shard, READ_BUDGET};
-use crate::connection::{fails_connection, Context, Decrypted, Phase, Then};
+use crate::connection::{fails_connection, Decrypted, Phase, Then};
 use crate::metrics::DropReason;
 use crate::protocol::clock;
 use crate::ws::CloseReason;
@@ -134,17 +134,8 @@ impl Shard {
     /// One message, and at once what it asks of the shard: the next
     /// message's dispatch must see this one's effects.
     fn handle_message(&mut self, key: usize, message: Message, now: Instant, read_at_ms: u64) {
-        let Some(conn) = self.connections.get_mut(key) else {
+        let Some((conn, mut cx)) = self.connection_in_context(key) else {
             return;
-        };
-        let mut cx = Context {
-            ids: &self.ids,
-            limiter: &mut self.limiter,
-            metrics: &self.metrics,
-            limits: &self.limits,
-            verifier: &self.verifier,
-            dirty: &mut self.dirty,
-            history: &self.settings.history,
         };
         let handled = conn.on_message(message, now, read_at_ms, &mut cx);
         if handled.overflowed {

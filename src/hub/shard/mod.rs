@@ -95,6 +95,28 @@ pub struct ShardSettings {
 }
 
 impl ShardSettings {
+    /// The flags' defaults, for tests that start shards directly.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> ShardSettings {
+        ShardSettings {
+            max_message_size: 65536,
+            max_queued_bytes: 1 << 20,
+            heartbeat_interval: Duration::from_secs(30),
+            connection_timeout: Duration::from_secs(60),
+            cleanup_interval: Duration::from_secs(30),
+            rate_limit_messages: 100,
+            rate_limit_window: Duration::from_secs(60),
+            max_control_frames_per_second: 100,
+            token_expiring_notice: Duration::from_secs(60),
+            token_refresh_grace: Duration::ZERO,
+            max_connection_age: Duration::ZERO,
+            shutdown_reconnect_spread: Duration::from_secs(5),
+            test_panic_user: None,
+            history: History::Disabled,
+            resume_timeout: Duration::from_secs(5),
+        }
+    }
+
     fn tick(&self) -> Duration {
         let mut shortest = self.heartbeat_interval.min(self.connection_timeout);
         // The ages are spread over the last 10 % of the flag: a coarser
@@ -489,7 +511,26 @@ impl Shard {
             self.close(key, CloseReason::UserInactive);
             return;
         }
-        let mut cx = connection::Context {
+        let Some((conn, mut cx)) = self.connection_in_context(key) else {
+            return;
+        };
+        if conn.greet(&mut cx).overflowed {
+            self.overflowed(key);
+        }
+        if !new.already_read.is_empty() {
+            self.process_input(key, &new.already_read);
+        }
+    }
+
+    /// The connection under `key` and what a message handler may touch
+    /// beside it: disjoint borrows of the shard's fields, so nothing is
+    /// copied or looked up twice on the per-message path.
+    fn connection_in_context(
+        &mut self,
+        key: usize,
+    ) -> Option<(&mut Connection, connection::Context<'_>)> {
+        let conn = self.connections.get_mut(key)?;
+        let cx = connection::Context {
             ids: &self.ids,
             limiter: &mut self.limiter,
             metrics: &self.metrics,
@@ -498,12 +539,7 @@ impl Shard {
             dirty: &mut self.dirty,
             history: &self.settings.history,
         };
-        if self.connections[key].greet(&mut cx).overflowed {
-            self.overflowed(key);
-        }
-        if !new.already_read.is_empty() {
-            self.process_input(key, &new.already_read);
-        }
+        Some((conn, cx))
     }
 
     fn publish_stats(&self) {
@@ -523,21 +559,8 @@ mod tests {
     #[test]
     fn tick_is_a_fraction_of_the_shortest_timer() {
         let settings = ShardSettings {
-            max_message_size: 65536,
-            max_queued_bytes: 1 << 20,
             heartbeat_interval: Duration::from_millis(200),
-            connection_timeout: Duration::from_secs(60),
-            cleanup_interval: Duration::from_secs(30),
-            rate_limit_messages: 100,
-            rate_limit_window: Duration::from_secs(60),
-            max_control_frames_per_second: 100,
-            token_expiring_notice: Duration::from_secs(60),
-            token_refresh_grace: Duration::ZERO,
-            max_connection_age: Duration::ZERO,
-            shutdown_reconnect_spread: Duration::from_secs(5),
-            test_panic_user: None,
-            history: History::Disabled,
-            resume_timeout: Duration::from_secs(5),
+            ..ShardSettings::for_tests()
         };
         assert_eq!(settings.tick(), Duration::from_millis(50));
         let aged = ShardSettings {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 
 use super::{Drain, Shard, DRAIN_STEP};
-use crate::connection::{Context, Due, CLOSE_GRACE};
+use crate::connection::{Due, CLOSE_GRACE};
 use crate::metrics::DropReason;
 use crate::protocol::clock;
 use crate::ws::CloseReason;
@@ -64,16 +64,10 @@ impl Shard {
                 Due::Close(reason) => self.close(key, reason),
                 Due::Drop => self.remove(key, DropReason::ConnectionClosing),
                 Due::TokenExpiring => {
-                    let mut cx = Context {
-                        ids: &self.ids,
-                        limiter: &mut self.limiter,
-                        metrics: &self.metrics,
-                        limits: &self.limits,
-                        verifier: &self.verifier,
-                        dirty: &mut self.dirty,
-                        history: &self.settings.history,
+                    let Some((conn, mut cx)) = self.connection_in_context(key) else {
+                        continue;
                     };
-                    if self.connections[key].notify_token_expiring(unix_ms, &mut cx) {
+                    if conn.notify_token_expiring(unix_ms, &mut cx) {
                         self.overflowed(key);
                     }
                 }

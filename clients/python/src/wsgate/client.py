@@ -219,6 +219,29 @@ class _Calls:
         wrapped.__cause__ = error
         return _Fail(wrapped)
 
+    def _request(self, call: _Call[Any]) -> dict[str, Any]:
+        """The arguments of ``httpx`` ``request`` for one attempt at ``call``."""
+        return {
+            "method": call.method,
+            "url": self.url + call.path,
+            "json": call.body,
+            "params": call.params,
+            "headers": self._headers(),
+        }
+
+    def _next(
+        self, call: _Call[T], attempt: int, answer: httpx.Response | httpx.TransportError
+    ) -> _Done[T] | _Retry:
+        """What an attempt's answer means: the value, or a retry; raises the error."""
+        outcome: _Done[T] | _Retry | _Fail
+        if isinstance(answer, httpx.TransportError):
+            outcome = self._after_exception(call, attempt, answer)
+        else:
+            outcome = self._after_response(call, attempt, answer)
+        if isinstance(outcome, _Fail):
+            raise outcome.error
+        return outcome
+
     def _after_response(
         self, call: _Call[T], attempt: int, response: httpx.Response
     ) -> _Done[T] | _Retry | _Fail:
@@ -267,23 +290,14 @@ class Client(_Calls):
     def _run(self, call: _Call[T]) -> T:
         attempt = 0
         while True:
-            outcome: _Done[T] | _Retry | _Fail
+            answer: httpx.Response | httpx.TransportError
             try:
-                response = self._http.request(
-                    call.method,
-                    self.url + call.path,
-                    json=call.body,
-                    params=call.params,
-                    headers=self._headers(),
-                )
+                answer = self._http.request(**self._request(call))
             except httpx.TransportError as error:
-                outcome = self._after_exception(call, attempt, error)
-            else:
-                outcome = self._after_response(call, attempt, response)
+                answer = error
+            outcome = self._next(call, attempt, answer)
             if isinstance(outcome, _Done):
                 return outcome.value
-            if isinstance(outcome, _Fail):
-                raise outcome.error
             time.sleep(outcome.delay)
             attempt += 1
 
@@ -388,23 +402,14 @@ class AsyncClient(_Calls):
     async def _run(self, call: _Call[T]) -> T:
         attempt = 0
         while True:
-            outcome: _Done[T] | _Retry | _Fail
+            answer: httpx.Response | httpx.TransportError
             try:
-                response = await self._http.request(
-                    call.method,
-                    self.url + call.path,
-                    json=call.body,
-                    params=call.params,
-                    headers=self._headers(),
-                )
+                answer = await self._http.request(**self._request(call))
             except httpx.TransportError as error:
-                outcome = self._after_exception(call, attempt, error)
-            else:
-                outcome = self._after_response(call, attempt, response)
+                answer = error
+            outcome = self._next(call, attempt, answer)
             if isinstance(outcome, _Done):
                 return outcome.value
-            if isinstance(outcome, _Fail):
-                raise outcome.error
             await asyncio.sleep(outcome.delay)
             attempt += 1
 

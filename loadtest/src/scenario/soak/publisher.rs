@@ -40,12 +40,7 @@ pub struct PubTotals {
 /// Publishes until `stop` is set.
 pub async fn publisher(sh: Arc<Shared>) -> PubTotals {
     let cli = sh.cli.clone();
-    let mut http = HttpClient::new(
-        sh.target.addr,
-        &sh.target.host,
-        &cli.api_key,
-        cli.op_timeout.max(Duration::from_secs(10)),
-    );
+    let mut http = HttpClient::for_publishing(&cli, &sh.target);
     let mut rng = Rng::new(mono_ns() ^ 0x5eed);
     let mut tot = PubTotals::default();
     let n = cli.connections as usize;
